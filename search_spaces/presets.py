@@ -1,0 +1,73 @@
+"""Presets: everything a sweep varies or fixes, by name. Change a sweep here, never in training code."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from search_spaces import hyperparameters as hp
+from search_spaces.axes import DataCell, data_cells
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    model: str                              # registry of trainables.models.load_encoder: a short name, hub id or path
+    english_task: str
+    english_qualities: tuple[str, ...]
+    english_sizes: tuple[int, ...]          # 0 is the baseline cell (no intermediate phase)
+    multilingual_task: str
+    multilingual_qualities: tuple[str, ...]
+    multilingual_sizes: tuple[int, ...]
+    targets: tuple[str, ...]                # target tasks, evaluated zero-shot in every language of eval_languages
+    eval_languages: tuple[str, ...] | None  # None: every language of each target
+    hyperparameters: dict = field(default_factory=dict)
+    target_train_size: int = 2000           # English examples of each classification target (phase 3)
+    max_eval_examples: int = 200            # per language and split; retrieval: candidates per language
+    max_length: int = 128                   # cap on every task's own max_length (shorter = faster on CPU)
+    extra_search_trials: int = 4            # Optuna trials beyond one per data cell
+    seeds: int = 1                          # seeds per cell in the replicate stage (1 = search stage only)
+    max_concurrent: int = 2
+    gpus_per_trial: float = 0               # 0: CPU; >0 asks Ray for GPUs (one Train worker per GPU)
+    workers_per_trial: int = 1
+    checkpoint_every: int = 50              # optimizer steps between checkpoints inside a phase
+    retrieval_layer: int = -1               # hidden layer pooled for retrieval (-1 = last)
+    seconds_per_trial_estimate: float = 60  # for --dry-run's cost estimate
+
+    def cells(self) -> list[DataCell]:
+        return data_cells(self.english_task, self.english_qualities, self.english_sizes,
+                          self.multilingual_task, self.multilingual_qualities, self.multilingual_sizes)
+
+    def with_overrides(self, **changes) -> "Preset":
+        return replace(self, **changes)
+
+
+PRESETS = {
+    # The tiny random model: the whole sweep runs in a couple of minutes on 2 cores (tests use it).
+    "smoke": Preset(
+        name="smoke", model="smoke",
+        english_task="en_paraphrase", english_qualities=("random", "hard"), english_sizes=(0, 32, 96),
+        multilingual_task="multi_paraphrase", multilingual_qualities=("random",), multilingual_sizes=(32,),
+        targets=("genre", "retrieval"), eval_languages=("en", "fr", "de"),
+        hyperparameters=hp.SMOKE, target_train_size=64, max_eval_examples=32, max_length=48,
+        extra_search_trials=1, max_concurrent=2, checkpoint_every=4, seconds_per_trial_estimate=15),
+    # The default: multilingual-e5-small offline, about half an hour on a 2-core laptop.
+    "laptop": Preset(
+        name="laptop", model="multilingual-e5-small",
+        english_task="en_paraphrase", english_qualities=("random", "hard"),
+        english_sizes=(0, 500, 1000, 2000, 4000, 8000),
+        multilingual_task="multi_paraphrase", multilingual_qualities=("random",),
+        multilingual_sizes=(500, 1000, 2000),
+        targets=("genre", "retrieval"), eval_languages=None,
+        hyperparameters=hp.LAPTOP, target_train_size=1000, max_eval_examples=100, max_length=64,
+        extra_search_trials=0, max_concurrent=1, checkpoint_every=100, seconds_per_trial_estimate=120),
+    # The paper's setting: xlm-roberta-large, hub tasks, full pools, GPUs. Needs hub access and a GPU cluster.
+    "paper": Preset(
+        name="paper", model="xlm-roberta-large",
+        english_task="mnli", english_qualities=("random",),
+        english_sizes=(0, 1000, 4000, 16000, 64000, 256000, 392702),
+        multilingual_task="multi_paraphrase", multilingual_qualities=("random",),
+        multilingual_sizes=(1000, 4000),
+        targets=("xnli", "pawsx", "tatoeba", "bucc"), eval_languages=None,
+        hyperparameters=hp.PAPER, target_train_size=100000, max_eval_examples=5000, max_length=128,
+        extra_search_trials=40, seeds=3, max_concurrent=8, gpus_per_trial=1, checkpoint_every=1000,
+        retrieval_layer=8, seconds_per_trial_estimate=3600),
+}

@@ -1,0 +1,88 @@
+"""Phase-2 cache: the encoder after intermediate training, stored under a hash of everything that determines it.
+
+Trials that differ only in phase 3 or in their targets (another target learning rate, a new target task) load the
+intermediate encoder instead of training it again. Only the parameters phase 2 trained are stored (frozen word
+embeddings come back from the base model), as safetensors plus a manifest with their sha256, written last. Writes go
+to a temporary sibling folder renamed into place, so a crash never leaves a half-written entry; an entry whose
+manifest is missing or whose hash does not match is treated as absent and recomputed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+# Bump when phase-2 training changes in a way that changes its result (loop, loss, data order, head).
+PHASE2_CODE_VERSION = 1
+
+# Trial-config keys that determine the phase-2 encoder. Anything else (targets, lr_target, ...) does not.
+KEY_FIELDS = ("model", "cell", "seed", "lr_intermediate", "epochs_intermediate", "batch_size", "grad_accum_steps",
+              "warmup_ratio", "weight_decay", "max_grad_norm", "freeze_word_embeddings", "max_length",
+              "num_workers")
+
+WEIGHTS = "encoder.safetensors"
+MANIFEST = "manifest.json"
+
+
+def phase2_key(config: dict) -> str:
+    fields = {name: config.get(name) for name in KEY_FIELDS}
+    fields["phase2_code_version"] = PHASE2_CODE_VERSION
+    blob = json.dumps(fields, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Phase2Cache:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def entry(self, key: str) -> Path:
+        return self.root / key
+
+    def load(self, key: str) -> tuple[dict[str, torch.Tensor], dict] | None:
+        """(the stored trained parameters, the description stored with them), or None when the entry is absent,
+        partial or corrupt."""
+        folder = self.entry(key)
+        try:
+            manifest = json.loads((folder / MANIFEST).read_text())
+            if _sha256(folder / WEIGHTS) != manifest["sha256"]:
+                return None
+            return load_file(str(folder / WEIGHTS)), manifest["description"]
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def store(self, key: str, trained: dict[str, torch.Tensor], description: dict) -> None:
+        """Atomically write an entry; an existing valid entry (another trial got there first) is kept."""
+        if self.load(key) is not None:
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=self.root))
+        try:
+            tensors = {name: t.detach().to("cpu").contiguous() for name, t in trained.items()}
+            save_file(tensors, str(tmp / WEIGHTS))
+            manifest = {"sha256": _sha256(tmp / WEIGHTS), "description": description}
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str))
+            target = self.entry(key)
+            if target.exists():          # a corrupt leftover: replace it
+                shutil.rmtree(target, ignore_errors=True)
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def trained_parameters(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters that training can change (frozen ones are restored from the base model)."""
+    return {name: p for name, p in module.named_parameters() if p.requires_grad}

@@ -1,0 +1,275 @@
+"""One trial of the sweep on Ray Train: phase 2, phase 3 for each classification target, zero-shot evaluation.
+
+`run_trial(config)` is the Ray Tune function trainable. It starts a `TorchTrainer` (workers and GPUs from the
+config; DDP when there is more than one worker) whose workers run `trial_loop`, and forwards every
+`ray.train.report` to Tune through `TuneReportCallback`. The trainer is named after the Tune trial and stored
+under the sweep's storage, so a trial that Tune restarts (driver crash + `--resume`) picks up its own last
+checkpoint, and a worker that dies is restarted by Ray Train from the last checkpoint (FailureConfig).
+
+What a trial reports: `global_step` (one counter that only grows across phases), `phase`, `loss`, `lr`, then
+after each target `val.<target>.<language>` / `score.<target>.<language>` (validation / test, in points, plus
+`avg`), and at the end `objective` (mean over targets of the validation `avg`), `phase2_cache_hit` and
+`trial_complete = 1`. The config keys are documented in `trial_config_defaults`.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import resource
+import tempfile
+from pathlib import Path
+from statistics import mean
+
+import numpy as np
+import torch
+
+import ray.train
+import ray.train.torch
+import ray.tune
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+from ray.tune.integration.ray_train import TuneReportCallback
+from search_spaces.axes import DataCell
+from trainables.models import load_encoder
+from trainables.phase2_cache import Phase2Cache, phase2_key, trained_parameters
+from trainables.phases import intermediate_phase, target_phase, zero_shot_evaluation
+from trainables.subsets import select_examples
+from trainables.tasks import get_task, load_examples
+from trainables.training import TaskModel, TrainConfig
+from trainables.types import RETRIEVAL
+
+STATE_FILE = "trial_state.pt"
+
+
+def trial_config_defaults() -> dict:
+    """Every key a trial reads, with its default. The sweep fills the data cell and the hyperparameters."""
+    return {
+        "model": "smoke",                  # load_encoder name: short name, hub id or local path
+        "cell": "none",                    # DataCell.cell_id: source:task:quality:size, or "none"
+        "seed": 0,                         # data subset, data order, dropout, head init
+        "targets": ["genre", "retrieval"],
+        "eval_languages": None,            # None: every language of each target
+        "lr_intermediate": 5e-5, "lr_target": 5e-5,
+        "epochs_intermediate": 1, "epochs_target": 1,
+        "batch_size": 16, "grad_accum_steps": 1, "warmup_ratio": 0.1, "weight_decay": 0.01,
+        "max_grad_norm": 1.0, "freeze_word_embeddings": False,
+        "max_length": 128,                 # cap on each task's own max_length
+        "target_train_size": 1000,         # English phase-3 examples per classification target
+        "max_eval_examples": 200,          # per language and split
+        "retrieval_layer": -1,
+        "checkpoint_every": 50,            # optimizer steps between checkpoints inside a phase
+        "report_every": 5,                 # optimizer steps between loss reports
+        "num_workers": 1, "use_gpu": None,  # None: use GPUs when the cluster has any
+        "max_failures": 2,                 # worker restarts Ray Train allows per trial
+        "storage_path": None,              # where trainer runs and checkpoints live (the sweep's storage)
+        "cache_dir": None,                 # phase-2 cache; default <storage_path>/phase2_cache
+        "fail_at_step": None,              # fault injection for tests: rank 0 dies once at this global step
+    }
+
+
+# ----------------------------------------------------------------------------------------------- Tune side
+def run_trial(config: dict) -> None:
+    """The Tune function trainable: one TorchTrainer run per trial."""
+    config = {**trial_config_defaults(), **config}
+    trial_id = ray.tune.get_context().get_trial_id()
+    build_trainer(config, name=f"trial-{trial_id}", callbacks=[TuneReportCallback()]).fit()
+
+
+def build_trainer(config: dict, *, name: str, callbacks=()) -> TorchTrainer:
+    config = {**trial_config_defaults(), **config}
+    use_gpu = config["use_gpu"]
+    if use_gpu is None:
+        use_gpu = ray.cluster_resources().get("GPU", 0) > 0
+    storage = Path(config["storage_path"] or tempfile.gettempdir()) / "train_runs"
+    return TorchTrainer(
+        trial_loop, train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=config["num_workers"], use_gpu=use_gpu),
+        run_config=RunConfig(name=name, storage_path=str(storage), callbacks=list(callbacks),
+                             failure_config=FailureConfig(max_failures=config["max_failures"]),
+                             checkpoint_config=CheckpointConfig(num_to_keep=1)))
+
+
+# ---------------------------------------------------------------------------------------------- worker side
+def trial_loop(config: dict) -> None:
+    """What every Train worker runs: phase 2 (or the cache), phase 3 per target, evaluation; resumable."""
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    wrap_model = ray.train.torch.prepare_model if world_size > 1 else None
+    progress, resume = _restore()
+    tokenizer, encoder = load_encoder(config["model"])
+    reporter = _Reporter(config, progress, rank)
+    loop = dict(device=device, rank=rank, world_size=world_size, wrap_model=wrap_model, on_step=reporter.on_step)
+
+    # Phase 2: the intermediate task, unless the cell is the baseline or the cache already has it.
+    cell = DataCell.from_id(config["cell"])
+    if cell.size > 0:
+        cache = Phase2Cache(config["cache_dir"] or Path(config["storage_path"] or tempfile.gettempdir())
+                            / "phase2_cache")
+        key = phase2_key(config)
+        cached = cache.load(key) if resume.get("stage") != "intermediate" else None
+        cached = _agree(cached is not None) and cached
+        if cached:
+            encoder.load_state_dict(cached[0], strict=False)
+            if progress["phase2_cache_hit"] is None:   # decided once; a resumed trial keeps its first answer
+                progress["phase2_cache_hit"] = 1
+                progress["global_step"] = cached[1]["steps"]
+        else:
+            task = get_task(cell.task)
+            examples = select_examples(cell.task, cell.quality, cell.size, config["seed"])
+            progress["phase"] = "intermediate"
+            encoder, result = intermediate_phase(
+                encoder, tokenizer, task, examples, _train_config(config, "intermediate", task), step_offset=0,
+                resume_state=_resume_state(resume, "intermediate", encoder, task, config),
+                on_checkpoint=reporter.checkpointer("intermediate"), **loop)
+            progress["phase2_cache_hit"] = 0
+            progress["global_step"] = result.global_step
+            if rank == 0:
+                cache.store(key, trained_parameters(encoder), {"steps": result.global_step, "config": config})
+    progress["phase2_cache_hit"] = progress["phase2_cache_hit"] or 0
+
+    # Phase 3 and zero-shot evaluation, one target at a time, each on a copy of the phase-2 encoder.
+    for target in config["targets"]:
+        if target in progress["scores"]:
+            continue
+        task = get_task(target)
+        model = encoder
+        if task.format != RETRIEVAL:
+            progress["phase"] = f"target:{target}"
+            train_examples = _first_n(load_examples(target, "train", task.train_language),
+                                      config["target_train_size"])
+            model, result = target_phase(
+                copy.deepcopy(encoder), tokenizer, task, train_examples, _train_config(config, "target", task),
+                step_offset=progress["global_step"],
+                resume_state=_resume_state(resume, f"target:{target}", encoder, task, config),
+                on_checkpoint=reporter.checkpointer(f"target:{target}"), **loop)
+            progress["global_step"] = result.global_step
+        progress["phase"] = f"evaluate:{target}"
+        progress["scores"][target] = {
+            split: zero_shot_evaluation(model, tokenizer, task, _eval_sets(task, split, config), device=device,
+                                        max_length=min(task.max_length, config["max_length"]),
+                                        layer=config["retrieval_layer"])
+            for split in ("validation", "test")}
+        reporter.report(checkpoint_stage="evaluated")
+    progress["phase"] = "done"
+    reporter.report(final=True)
+
+
+def _train_config(config: dict, phase: str, task) -> TrainConfig:
+    return TrainConfig(
+        lr=config[f"lr_{phase}"], epochs=config[f"epochs_{phase}"], batch_size=config["batch_size"],
+        grad_accum_steps=config["grad_accum_steps"], warmup_ratio=config["warmup_ratio"],
+        weight_decay=config["weight_decay"], max_grad_norm=config["max_grad_norm"],
+        max_length=min(task.max_length, config["max_length"]),
+        freeze_word_embeddings=config["freeze_word_embeddings"], seed=config["seed"],
+        checkpoint_every=config["checkpoint_every"])
+
+
+def _first_n(examples: list, n: int | None, seed: int = 0) -> list:
+    """A fixed subset: the first n of one seeded permutation (the same for every trial of a sweep)."""
+    if n is None or n >= len(examples):
+        return list(examples)
+    order = np.random.default_rng(seed).permutation(len(examples))[:n]
+    return [examples[i] for i in order]
+
+
+def _eval_sets(task, split: str, config: dict) -> dict[str, list]:
+    wanted = config["eval_languages"]
+    languages = [lang for lang in task.languages if wanted is None or lang in wanted]
+    return {lang: _first_n(load_examples(task.name, split, lang), config["max_eval_examples"])
+            for lang in languages}
+
+
+def _agree(value):
+    """The same decision on every worker (rank 0's), so DDP workers never take different branches."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        box = [value]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+    return value
+
+
+# ------------------------------------------------------------------------------------ reporting and resume
+def _fresh_progress() -> dict:
+    return {"global_step": 0, "phase": "start", "phase2_cache_hit": None, "scores": {}, "loss": None,
+            "resumed_from_step": None}
+
+
+def _restore() -> tuple[dict, dict]:
+    """(progress, resume) from the trial's last checkpoint; resume = {"stage", "train_state"} of a phase that
+    was interrupted, or {}."""
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return _fresh_progress(), {}
+    with checkpoint.as_directory() as folder:
+        saved = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
+    progress = saved["progress"]
+    progress["resumed_from_step"] = progress["global_step"]
+    return progress, saved.get("resume") or {}
+
+
+def _resume_state(resume: dict, stage: str, encoder, task, config) -> dict | None:
+    """The interrupted phase's training state, completed with the parameters that were not saved (frozen ones)."""
+    if resume.get("stage") != stage:
+        return None
+    state = dict(resume["train_state"])
+    full = TaskModel(encoder, task.format, task.num_labels, seed=config["seed"]).state_dict()
+    state["model"] = {**full, **state["model"]}
+    return state
+
+
+class _Reporter:
+    """Sends metrics (every `report_every` steps) and checkpoints (at phase checkpoints and after each target)."""
+
+    def __init__(self, config: dict, progress: dict, rank: int):
+        self.config, self.progress, self.rank = config, progress, rank
+
+    def on_step(self, global_step: int, loss: float, lr: float) -> None:
+        self.progress.update(global_step=global_step, loss=loss, lr=lr)
+        self._maybe_fail(global_step)
+        if global_step % self.config["report_every"] == 0:
+            ray.train.report(self.metrics())
+
+    def checkpointer(self, stage: str):
+        def on_checkpoint(train_state: dict) -> None:
+            # Frozen word embeddings come back from the base model: leave the biggest matrix out of checkpoints.
+            frozen = self.config["freeze_word_embeddings"]
+            slim = {**train_state, "model": {k: v for k, v in train_state["model"].items()
+                                             if not (frozen and k.endswith("word_embeddings.weight"))}}
+            self.report(checkpoint_stage=stage, resume={"stage": stage, "train_state": slim})
+        return on_checkpoint
+
+    def report(self, *, checkpoint_stage: str | None = None, resume: dict | None = None, final: bool = False):
+        metrics = self.metrics(final=final)
+        if self.rank != 0 or checkpoint_stage is None:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save({"progress": self.progress, "resume": resume}, Path(folder) / STATE_FILE)
+            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder))
+
+    def metrics(self, final: bool = False) -> dict:
+        p = self.progress
+        metrics = {"global_step": p["global_step"], "phase": p["phase"]}
+        if p.get("loss") is not None:
+            metrics.update(loss=p["loss"], lr=p["lr"])
+        for target, splits in p["scores"].items():
+            for split, prefix in (("validation", "val"), ("test", "score")):
+                metrics.update({f"{prefix}.{target}.{lang}": value for lang, value in splits[split].items()})
+        if final:
+            metrics["objective"] = mean(s["validation"]["avg"] for s in p["scores"].values())
+            metrics["phase2_cache_hit"] = p["phase2_cache_hit"]
+            metrics["resumed_from_step"] = -1 if p["resumed_from_step"] is None else p["resumed_from_step"]
+            metrics["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            metrics["trial_complete"] = 1
+        return metrics
+
+    def _maybe_fail(self, global_step: int) -> None:
+        """Fault injection: rank 0 dies once (a marker file remembers) when it reaches `fail_at_step`."""
+        if self.config["fail_at_step"] != global_step or self.rank != 0:
+            return
+        marker = Path(self.config["storage_path"]) / f"fault-injected-{self.config['cell']}-{global_step}"
+        if not marker.exists():
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text("killed once\n")
+            os._exit(1)
