@@ -1,0 +1,161 @@
+"""THE task registry: the one place that lists every task, offline (built from bible.db) and hub alike.
+
+    from trainables.tasks import TASKS, get_task, load_examples, task_counts
+    load_examples("en_paraphrase", "train", "en")      # -> list[PairExample]
+
+Languages per split (split_languages): a train split holds the task's train_language only (English, or "all" for
+multi_paraphrase, whose mixed pool also has fr/de/tl and cross-language pairs); an evaluation split holds every
+language of the task, plus its train_language (English development data for a target trained in English).
+
+Command line: `python -m trainables.tasks` prints a table with example counts; `--json` prints the registry as JSON;
+`--task NAME` shows one task; hub tasks get counts only with `--include-hub` (loading them needs the hub).
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import importlib
+import json
+import sys
+from functools import lru_cache
+
+from trainables import bible_tasks
+from trainables.errors import UserError, exit_on_user_error
+from trainables.types import CHOICE, INTERMEDIATE, PAIR, RETRIEVAL, SINGLE, TARGET, Task
+
+TWELVE = ("en", "fr", "de", "tl", "es", "pt", "it", "ar", "ru", "ko", "fa", "vi")
+ELEVEN = TWELVE[1:]
+
+OFFLINE_TASKS = [
+    Task("en_paraphrase", INTERMEDIATE, PAIR, ("en",), "accuracy", 2, bible_tasks.en_paraphrase,
+         description="two English translations (KJV/BBE/WEB) of one verse vs. neighbouring/same-chapter/random verses"),
+    Task("en_crossref", INTERMEDIATE, PAIR, ("en",), "accuracy", 2, bible_tasks.en_crossref,
+         description="is there a human-curated cross reference from verse A to verse B (WEB text)"),
+    Task("en_next_verse", INTERMEDIATE, CHOICE, ("en",), "accuracy", 4, bible_tasks.en_next_verse, max_length=128,
+         description="pick the verse that follows the context among 4 verses of the same chapter (WEB text)"),
+    Task("multi_paraphrase", INTERMEDIATE, PAIR, ("fr", "de", "tl"), "accuracy", 2, bible_tasks.multi_paraphrase,
+         train_language="all",
+         description="two human translations of one verse within fr/de/tl or across them vs. hard negatives"),
+    Task("genre", TARGET, SINGLE, TWELVE, "accuracy", 7, bible_tasks.genre, max_length=64,
+         description="genre of the verse's book (law, history, wisdom, prophets, gospels/acts, epistles, apocalyptic)"),
+    Task("paraphrase_x", TARGET, PAIR, ("fr", "de", "tl"), "accuracy", 2, bible_tasks.paraphrase_x,
+         description="two translations of one verse vs. an overlap-matched verse of the same chapter"),
+    Task("retrieval", TARGET, RETRIEVAL, ELEVEN, "top1_accuracy", 0, bible_tasks.retrieval,
+         splits=("validation", "test"), max_length=128,
+         description="find the translation of an English verse among all verses of the split (en -> X)"),
+]
+
+
+def _hub_tasks() -> list[Task]:
+    """trainables.hub.HUB_TASKS if that module exists and imports; the registry works without it."""
+    try:
+        hub = importlib.import_module("trainables.hub")
+    except ImportError:
+        return []
+    return list(getattr(hub, "HUB_TASKS", []))
+
+
+@lru_cache(maxsize=None)
+def registry() -> dict[str, Task]:
+    """name -> Task. Built on first use, so importing this module never imports the hub module (and datasets)."""
+    tasks = {task.name: task for task in OFFLINE_TASKS}
+    for task in _hub_tasks():
+        tasks.setdefault(task.name, task)  # an offline task wins a name clash
+    return tasks
+
+
+def __getattr__(name: str):
+    if name == "TASKS":  # module attribute computed on first access (PEP 562)
+        return registry()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def get_task(name: str) -> Task:
+    tasks = registry()
+    if name not in tasks:
+        close = difflib.get_close_matches(name, tasks, n=3, cutoff=0.5)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        raise UserError(f"unknown task {name!r}; {hint}known tasks: {', '.join(tasks)}")
+    return tasks[name]
+
+
+def split_languages(task: Task, split: str) -> tuple[str, ...]:
+    """The language keys load_examples accepts for one split of a task."""
+    if split == "train":
+        return (task.train_language,)
+    if "train" in task.splits and task.train_language not in task.languages:
+        return (*task.languages, task.train_language)
+    return task.languages
+
+
+@lru_cache(maxsize=None)
+def _load(task_name: str, split: str, language: str) -> tuple:
+    return tuple(get_task(task_name).load(split, language))
+
+
+def load_examples(task_name: str, split: str, language: str) -> list:
+    """The examples of one split and language of a task (built once per process, then served from memory)."""
+    task = get_task(task_name)
+    if split not in task.splits:
+        raise UserError(f"task {task_name} has no split {split!r}; valid: {', '.join(task.splits)}")
+    languages = split_languages(task, split)
+    if language not in languages:
+        raise UserError(f"task {task_name} has no {split} data in language {language!r}; "
+                        f"valid: {', '.join(languages)}")
+    return list(_load(task_name, split, language))
+
+
+def task_counts(task: Task) -> dict[str, dict[str, int]]:
+    """{split: {language: number of examples}}."""
+    return {split: {lang: len(_load(task.name, split, lang)) for lang in split_languages(task, split)}
+            for split in task.splits}
+
+
+# --- command line --------------------------------------------------------------------------------------------------
+
+def _record(task: Task, with_counts: bool) -> dict:
+    return {"name": task.name, "role": task.role, "format": task.format, "metric": task.metric,
+            "num_labels": task.num_labels, "languages": list(task.languages), "train_language": task.train_language,
+            "splits": list(task.splits), "source": task.source, "max_length": task.max_length,
+            "description": task.description, "counts": task_counts(task) if with_counts else None}
+
+
+def _table(records: list[dict]) -> str:
+    """One row per task; evaluation counts as "language validation/test", four languages per line."""
+    head = f"{'task':<17} {'role':<12} {'format':<10} {'metric':<13} {'source':<7} {'train':>13}  "
+    lines = [head + "evaluation: language validation/test", "-" * 118]
+    for r in records:
+        fmt = f"{r['format']}/{r['num_labels']}" if r["num_labels"] else r["format"]
+        counts = r["counts"]
+        if counts is None:
+            train, cells = "-", [f"{', '.join(r['languages'])} (counts need hub access: --include-hub)"]
+        else:
+            train = f"{sum(counts['train'].values()):,}" if "train" in counts else "-"
+            if "train" in counts and r["train_language"] != "en":
+                train = f"{r['train_language']} {train}"
+            eval_splits = [s for s in r["splits"] if s != "train"]
+            cells = [f"{lang} {'/'.join(f'{counts[s][lang]:,}' for s in eval_splits)}" for lang in counts[eval_splits[0]]]
+        rows = ["  ".join(cells[i:i + 4]) for i in range(0, len(cells), 4)]
+        lines.append(f"{r['name']:<17} {r['role']:<12} {fmt:<10} {r['metric']:<13} {r['source']:<7} {train:>13}  "
+                     + f"\n{'':<{len(head)}}".join(rows))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m trainables.tasks", description=__doc__.split("\n")[0])
+    parser.add_argument("--json", action="store_true", help="print the registry as JSON, with counts")
+    parser.add_argument("--include-hub", action="store_true", help="also count hub tasks (needs hub access)")
+    parser.add_argument("--task", action="append", metavar="NAME", help="only this task (repeatable)")
+    args = parser.parse_args(argv)
+    with exit_on_user_error():
+        tasks = [get_task(name) for name in args.task] if args.task else list(registry().values())
+        records = [_record(t, with_counts=t.source != "hub" or args.include_hub) for t in tasks]
+        if args.json:
+            json.dump({r["name"]: r for r in records}, sys.stdout, indent=2)
+            print()
+        else:
+            print(_table(records))
+
+
+if __name__ == "__main__":
+    main()
