@@ -1,0 +1,256 @@
+"""The training loop and the three phases on the smoke encoder (tiny random BERT, e5 tokenizer); no Ray."""
+from __future__ import annotations
+
+import copy
+import random
+
+import pytest
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from trainables import training
+from trainables.errors import UserError
+from trainables.models import load_encoder
+from trainables.phases import intermediate_phase, target_phase, zero_shot_evaluation
+from trainables.training import (TaskModel, TrainConfig, embed, encode_batch, evaluate, retrieval_accuracy,
+                                 train)
+from trainables.types import (CHOICE, PAIR, RETRIEVAL, SINGLE, TARGET, ChoiceExample, PairExample,
+                              RetrievalExample, Task, TextExample)
+
+WORDS = "the a cat dog bird fish horse red blue green small big old runs sleeps eats sings flies swims".split()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run far faster on one thread than on two shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def smoke():
+    return load_encoder("smoke")  # a tiny random 2-layer BERT with the e5 (XLM-R sentencepiece) tokenizer
+
+
+@pytest.fixture(scope="module")
+def tokenizer(smoke):
+    return smoke[0]
+
+
+@pytest.fixture
+def make_encoder(smoke):
+    """A fresh copy of the smoke encoder; seed != 0 re-draws every weight."""
+    def make(seed: int = 0):
+        encoder = copy.deepcopy(smoke[1])
+        if seed:
+            generator = torch.Generator().manual_seed(seed)
+            with torch.no_grad():
+                for parameter in encoder.parameters():
+                    parameter.normal_(std=0.02, generator=generator)
+        return encoder
+    return make
+
+
+def sentence(rng: random.Random) -> str:
+    return " ".join(rng.sample(WORDS, rng.randint(2, 4)))
+
+
+def toy_examples(fmt: str, n: int, seed: int = 0, language: str = "en") -> list:
+    """Learnable rules: pair = text_b repeats text_a; single = contains "good"; choice = the option with "yes"."""
+    rng = random.Random(seed)
+    examples = []
+    for i in range(n):
+        text, label = sentence(rng), i % 2
+        if fmt == PAIR:
+            examples.append(PairExample(text, text if label else sentence(rng), label, language))
+        elif fmt == SINGLE:
+            examples.append(TextExample(f"{text} {'good' if label else 'bad'}", label, language))
+        elif fmt == CHOICE:
+            answer = i % 3
+            options = tuple(f"{sentence(rng)} {'yes' if k == answer else 'no'}" for k in range(3))
+            examples.append(ChoiceExample(text, options, answer, language))
+        else:
+            examples.append(RetrievalExample(text, text, language))
+    return examples
+
+
+def toy_task(fmt: str) -> Task:
+    return Task(name=f"toy_{fmt}", role=TARGET, format=fmt, languages=("en", "fr"),
+                metric="top1_accuracy" if fmt == RETRIEVAL else "accuracy",
+                num_labels={PAIR: 2, SINGLE: 2, CHOICE: 3, RETRIEVAL: 0}[fmt], load=lambda split, language: [],
+                max_length=32)
+
+
+CLASSIFICATION = [PAIR, SINGLE, CHOICE]
+# Frozen word embeddings: the smoke encoder then trains 0.1M of its 16M parameters.
+QUICK = dict(warmup_ratio=0.0, max_length=32, freeze_word_embeddings=True)
+
+
+@pytest.mark.parametrize("fmt", CLASSIFICATION)
+def test_training_lowers_the_loss_and_scores_are_points(tokenizer, make_encoder, fmt):
+    examples = toy_examples(fmt, 12)
+    model = TaskModel(make_encoder(), fmt, 3 if fmt == CHOICE else 2)
+    cfg = TrainConfig(lr=3e-3, epochs=20, batch_size=12, **QUICK)
+    result = train(model, tokenizer, examples, fmt, cfg, device="cpu")
+    assert result.steps == result.global_step == len(result.losses) == 20
+    assert sum(result.losses[-3:]) < 0.7 * sum(result.losses[:3])
+    accuracy = evaluate(model, tokenizer, examples, fmt, device="cpu", batch_size=5, max_length=32)
+    assert 0 <= accuracy <= 100
+
+
+def test_encode_batch_shapes(tokenizer):
+    choice = encode_batch(tokenizer, toy_examples(CHOICE, 4), CHOICE, max_length=32)
+    assert choice["input_ids"].shape[:2] == (4, 3) and choice["labels"].tolist() == [0, 1, 2, 0]
+    long_pair = [PairExample(" ".join(WORDS), " ".join(WORDS), 1, "en")]
+    assert encode_batch(tokenizer, long_pair, PAIR, max_length=10)["input_ids"].shape == (1, 10)
+    with pytest.raises(UserError):
+        encode_batch(tokenizer, toy_examples(RETRIEVAL, 2), RETRIEVAL, max_length=32)
+
+
+@pytest.mark.parametrize("batch_size, accum, world_size, epochs, steps", [
+    (4, 1, 1, 1, 6), (4, 3, 1, 1, 2), (4, 3, 1, 2.5, 5), (4, 1, 2, 1, 3), (5, 2, 1, 1, 3), (4, 3, 2, 0.1, 1)])
+def test_step_count_math(tokenizer, make_encoder, batch_size, accum, world_size, epochs, steps):
+    model = TaskModel(make_encoder(), SINGLE, 2)
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, grad_accum_steps=accum, **QUICK)
+    calls = []
+    result = train(model, tokenizer, toy_examples(SINGLE, 24), SINGLE, cfg, device="cpu", world_size=world_size,
+                   on_step=lambda *args: calls.append(args))
+    assert result.steps == len(calls) == steps
+
+
+def test_workers_split_each_epoch(tokenizer, make_encoder, monkeypatch):
+    seen = {0: [], 1: []}
+    rank = 0
+
+    def recording_encode_batch(tokenizer, examples, fmt, max_length):
+        seen[rank].extend(ex.text for ex in examples)
+        return encode_batch(tokenizer, examples, fmt, max_length)
+
+    monkeypatch.setattr(training, "encode_batch", recording_encode_batch)
+    examples = toy_examples(SINGLE, 16)
+    cfg = TrainConfig(epochs=1, batch_size=4, **QUICK)
+    for rank in (0, 1):
+        train(TaskModel(make_encoder(), SINGLE, 2), tokenizer, examples, SINGLE, cfg, device="cpu", rank=rank,
+              world_size=2, wrap_model=lambda module: module)
+    assert len(seen[0]) == len(seen[1]) == 8
+    assert sorted(seen[0] + seen[1]) == sorted(ex.text for ex in examples)
+
+
+def test_trains_wrapped_in_ddp(tokenizer, make_encoder, tmp_path):
+    """A one-process gloo group: DDP must find a gradient for every trainable parameter (BERT's pooler has none)."""
+    dist.init_process_group("gloo", rank=0, world_size=1, init_method=f"file://{tmp_path / 'rendezvous'}")
+    try:
+        cfg = TrainConfig(epochs=1, batch_size=2, grad_accum_steps=2, **QUICK)
+        result = train(TaskModel(make_encoder(), PAIR, 2), tokenizer, toy_examples(PAIR, 8), PAIR, cfg,
+                       device="cpu", wrap_model=DistributedDataParallel)
+    finally:
+        dist.destroy_process_group()
+    assert result.steps == 2
+
+
+def test_frozen_word_embeddings_stay_bit_identical(tokenizer, make_encoder):
+    encoder = make_encoder()
+    words_before = encoder.get_input_embeddings().weight.detach().clone()
+    positions_before = encoder.embeddings.position_embeddings.weight.detach().clone()
+    cfg = TrainConfig(lr=1e-3, epochs=2, batch_size=4, **QUICK)
+    intermediate_phase(encoder, tokenizer, toy_task(PAIR), toy_examples(PAIR, 8), cfg, device="cpu")
+    assert torch.equal(encoder.get_input_embeddings().weight, words_before)
+    assert not torch.equal(encoder.embeddings.position_embeddings.weight, positions_before)
+    # A later phase that does not freeze trains them again.
+    target_phase(encoder, tokenizer, toy_task(SINGLE), toy_examples(SINGLE, 8),
+                 TrainConfig(lr=1e-3, epochs=1, batch_size=4, max_length=32), device="cpu")
+    assert not torch.equal(encoder.get_input_embeddings().weight, words_before)
+
+
+def test_same_config_same_metrics(tokenizer, make_encoder):
+    examples, encoder = toy_examples(PAIR, 10), make_encoder()
+    cfg = TrainConfig(lr=5e-4, epochs=2, batch_size=3, seed=7, **QUICK)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(12345 + len(runs))  # a different global RNG state must not matter
+        model, result = target_phase(copy.deepcopy(encoder), tokenizer, toy_task(PAIR), examples, cfg, device="cpu")
+        runs.append((result.losses, evaluate(model, tokenizer, examples, PAIR, device="cpu", max_length=32)))
+    assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("resume_at", [2, 4])
+def test_interrupted_and_resumed_equals_uninterrupted(tokenizer, make_encoder, resume_at):
+    examples = toy_examples(CHOICE, 10)
+    # 10 examples in batches of 3 (a short last batch), 2 micro-batches a step, 2.5 epochs -> 5 steps, with warm-up.
+    cfg = TrainConfig(lr=1e-3, epochs=2.5, batch_size=3, grad_accum_steps=2, warmup_ratio=0.4, checkpoint_every=2,
+                      max_length=32)
+    checkpoints, saved = [], {}
+
+    def on_checkpoint(state):  # the state holds live tensors: copy what is kept
+        checkpoints.append(state["step"])
+        if state["step"] == resume_at:
+            saved.update(copy.deepcopy(state))
+
+    straight = TaskModel(make_encoder(), CHOICE, 3)
+    full = train(straight, tokenizer, examples, CHOICE, cfg, device="cpu", on_checkpoint=on_checkpoint)
+    assert checkpoints == [2, 4, 5]
+
+    steps = []
+    resumed = TaskModel(make_encoder(seed=99), CHOICE, 3, seed=99)  # other init: everything must come from the state
+    rest = train(resumed, tokenizer, examples, CHOICE, cfg, device="cpu", resume_state=saved,
+                 on_step=lambda step, loss, lr: steps.append(step))
+    assert steps == list(range(resume_at + 1, 6))
+    assert rest.losses == full.losses
+    for name, tensor in straight.state_dict().items():
+        assert torch.equal(tensor, resumed.state_dict()[name]), name
+    scores = [evaluate(m, tokenizer, examples, CHOICE, device="cpu", max_length=32) for m in (straight, resumed)]
+    assert scores[0] == scores[1]
+
+
+def test_step_counter_grows_across_phases_and_encoder_carries_over(tokenizer, make_encoder):
+    steps, lrs = [], []
+    record = dict(on_step=lambda step, loss, lr: (steps.append(step), lrs.append(lr)))
+    encoder = make_encoder()
+    cfg = TrainConfig(lr=1e-3, epochs=1, batch_size=2, warmup_ratio=0.5, max_length=32, freeze_word_embeddings=True)
+    trained, phase2 = intermediate_phase(encoder, tokenizer, toy_task(PAIR), toy_examples(PAIR, 8), cfg,
+                                         device="cpu", step_offset=100, **record)
+    assert trained is encoder and phase2.global_step == 104
+    model, phase3 = target_phase(trained, tokenizer, toy_task(CHOICE), toy_examples(CHOICE, 6), cfg, device="cpu",
+                                 step_offset=phase2.global_step, **record)
+    assert model.encoder is encoder and model.head.out_features == 1
+    assert steps[0] == 101 and steps == sorted(set(steps)) and steps[-1] == phase3.global_step == 107
+    assert lrs[0] == 0.0 and max(lrs) == pytest.approx(1e-3)  # linear warm-up from 0
+
+
+@pytest.mark.parametrize("fmt", CLASSIFICATION)
+def test_zero_shot_evaluation_scores_every_language(tokenizer, make_encoder, fmt):
+    task = toy_task(fmt)
+    model = TaskModel(make_encoder(), fmt, task.num_labels)
+    by_language = {"fr": toy_examples(fmt, 6, seed=1, language="fr"), "de": toy_examples(fmt, 4, 2, "de")}
+    scores = zero_shot_evaluation(model, tokenizer, task, by_language, device="cpu", batch_size=4)
+    assert set(scores) == {"fr", "de", "avg"}
+    assert all(0 <= score <= 100 for score in scores.values())
+    assert scores["avg"] == pytest.approx((scores["fr"] + scores["de"]) / 2)
+    with pytest.raises(UserError):
+        zero_shot_evaluation(model.encoder, tokenizer, task, by_language, device="cpu")
+
+
+def test_retrieval_of_identical_texts_is_perfect(tokenizer, make_encoder):
+    task, encoder = toy_task(RETRIEVAL), make_encoder()
+    by_language = {"fr": toy_examples(RETRIEVAL, 8, 1, "fr"), "de": toy_examples(RETRIEVAL, 5, 2, "de")}
+    for layer in (-1, 1):
+        scores = zero_shot_evaluation(encoder, tokenizer, task, by_language, device="cpu", batch_size=3, layer=layer)
+        assert scores == {"fr": 100.0, "fr/en_to_x": 100.0, "fr/x_to_en": 100.0,
+                          "de": 100.0, "de/en_to_x": 100.0, "de/x_to_en": 100.0, "avg": 100.0}
+    with pytest.raises(UserError):
+        target_phase(encoder, tokenizer, task, by_language["fr"], TrainConfig(), device="cpu")
+
+
+def test_retrieval_of_unrelated_texts_is_in_range_and_layers_differ(tokenizer, make_encoder):
+    encoder = make_encoder()
+    rng = random.Random(3)
+    examples = [RetrievalExample(sentence(rng), sentence(rng), "fr") for _ in range(8)]
+    scores = retrieval_accuracy(encoder, tokenizer, examples, device="cpu", batch_size=3, max_length=32)
+    assert set(scores) == {"en_to_x", "x_to_en"} and all(0 <= s <= 100 for s in scores.values())
+    texts = [ex.query for ex in examples]
+    last, first = (embed(encoder, tokenizer, texts, device="cpu", layer=layer, batch_size=3) for layer in (-1, 1))
+    assert last.shape == (8, encoder.config.hidden_size) and torch.allclose(last.norm(dim=-1), torch.ones(8))
+    assert not torch.allclose(last, first)
