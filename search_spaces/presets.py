@@ -28,6 +28,8 @@ class Preset:
     max_concurrent: int = 2
     gpus_per_trial: float = 0               # 0: CPU; >0 asks Ray for GPUs (one Train worker per GPU)
     workers_per_trial: int = 1
+    torch_threads: int | None = None        # CPU threads per Train worker; None: Ray's (one per reserved CPU)
+    asha_grace_steps: int = 50              # ASHA's first milestone, in global steps
     checkpoint_every: int = 50              # optimizer steps between checkpoints inside a phase
     retrieval_layer: int = -1               # hidden layer pooled for retrieval (-1 = last)
     seconds_per_trial_estimate: float = 60  # for --dry-run's cost estimate
@@ -39,6 +41,17 @@ class Preset:
     def with_overrides(self, **changes) -> "Preset":
         return replace(self, **changes)
 
+    def trial_constants(self) -> dict:
+        """The part of every trial config that the search does not vary (see trial_config_defaults)."""
+        constants = {name: value for name, value in self.hyperparameters.items() if not hp.is_searched(value)}
+        constants.update(model=self.model, seed=0, targets=list(self.targets),
+                         eval_languages=list(self.eval_languages) if self.eval_languages else None,
+                         target_train_size=self.target_train_size, max_eval_examples=self.max_eval_examples,
+                         max_length=self.max_length, checkpoint_every=self.checkpoint_every,
+                         retrieval_layer=self.retrieval_layer, num_workers=self.workers_per_trial,
+                         use_gpu=self.gpus_per_trial > 0, torch_threads=self.torch_threads)
+        return constants
+
 
 PRESETS = {
     # The tiny random model: the whole sweep runs in a couple of minutes on 2 cores (tests use it).
@@ -48,7 +61,7 @@ PRESETS = {
         multilingual_task="multi_paraphrase", multilingual_qualities=("random",), multilingual_sizes=(32,),
         targets=("genre", "retrieval"), eval_languages=("en", "fr", "de"),
         hyperparameters=hp.SMOKE, target_train_size=64, max_eval_examples=32, max_length=48,
-        extra_search_trials=1, max_concurrent=2, checkpoint_every=4, seconds_per_trial_estimate=15),
+        extra_search_trials=1, max_concurrent=2, asha_grace_steps=1, checkpoint_every=4, seconds_per_trial_estimate=15),
     # The default: multilingual-e5-small offline, about half an hour on a 2-core laptop.
     "laptop": Preset(
         name="laptop", model="multilingual-e5-small",
@@ -58,7 +71,8 @@ PRESETS = {
         multilingual_sizes=(500, 1000, 2000),
         targets=("genre", "retrieval"), eval_languages=None,
         hyperparameters=hp.LAPTOP, target_train_size=1000, max_eval_examples=100, max_length=64,
-        extra_search_trials=0, max_concurrent=1, checkpoint_every=100, seconds_per_trial_estimate=120),
+        extra_search_trials=0, max_concurrent=1, torch_threads=2, checkpoint_every=100,
+        seconds_per_trial_estimate=120),
     # The paper's setting: xlm-roberta-large, hub tasks, full pools, GPUs. Needs hub access and a GPU cluster.
     "paper": Preset(
         name="paper", model="xlm-roberta-large",

@@ -8,12 +8,13 @@ checkpoint, and a worker that dies is restarted by Ray Train from the last check
 
 What a trial reports: `global_step` (one counter that only grows across phases), `phase`, `loss`, `lr`, then
 after each target `val.<target>.<language>` / `score.<target>.<language>` (validation / test, in points, plus
-`avg`), and at the end `objective` (mean over targets of the validation `avg`), `phase2_cache_hit` and
-`trial_complete = 1`. The config keys are documented in `trial_config_defaults`.
+`avg`), `objective` (mean over the targets evaluated so far of the validation `avg`; NaN before the first),
+and at the end `phase2_cache_hit`, `resumed_from_step`, `peak_rss_mb` and `trial_complete = 1`. The config keys are documented in `trial_config_defaults`.
 """
 from __future__ import annotations
 
 import copy
+import math
 import os
 import resource
 import tempfile
@@ -60,6 +61,7 @@ def trial_config_defaults() -> dict:
         "checkpoint_every": 50,            # optimizer steps between checkpoints inside a phase
         "report_every": 5,                 # optimizer steps between loss reports
         "num_workers": 1, "use_gpu": None,  # None: use GPUs when the cluster has any
+        "torch_threads": None,             # CPU threads per worker; None: Ray's default (its reserved CPUs)
         "max_failures": 2,                 # worker restarts Ray Train allows per trial
         "storage_path": None,              # where trainer runs and checkpoints live (the sweep's storage)
         "cache_dir": None,                 # phase-2 cache; default <storage_path>/phase2_cache
@@ -95,6 +97,8 @@ def trial_loop(config: dict) -> None:
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
+    if config["torch_threads"]:
+        torch.set_num_threads(config["torch_threads"])
     wrap_model = ray.train.torch.prepare_model if world_size > 1 else None
     progress, resume = _restore()
     tokenizer, encoder = load_encoder(config["model"])
@@ -138,10 +142,11 @@ def trial_loop(config: dict) -> None:
             progress["phase"] = f"target:{target}"
             train_examples = _first_n(load_examples(target, "train", task.train_language),
                                       config["target_train_size"])
+            resume_state = _resume_state(resume, f"target:{target}", encoder, task, config)
             model, result = target_phase(
                 copy.deepcopy(encoder), tokenizer, task, train_examples, _train_config(config, "target", task),
-                step_offset=progress["global_step"],
-                resume_state=_resume_state(resume, f"target:{target}", encoder, task, config),
+                step_offset=resume_state["step_offset"] if resume_state else progress["global_step"],
+                resume_state=resume_state,
                 on_checkpoint=reporter.checkpointer(f"target:{target}"), **loop)
             progress["global_step"] = result.global_step
         progress["phase"] = f"evaluate:{target}"
@@ -152,7 +157,8 @@ def trial_loop(config: dict) -> None:
             for split in ("validation", "test")}
         reporter.report(checkpoint_stage="evaluated")
     progress["phase"] = "done"
-    reporter.report(final=True)
+    # With a checkpoint, so a finished trial that Tune restarts (a sweep resumed after a crash) only re-reports.
+    reporter.report(checkpoint_stage="done", final=True)
 
 
 def _train_config(config: dict, phase: str, task) -> TrainConfig:
@@ -256,8 +262,11 @@ class _Reporter:
         for target, splits in p["scores"].items():
             for split, prefix in (("validation", "val"), ("test", "score")):
                 metrics.update({f"{prefix}.{target}.{lang}": value for lang, value in splits[split].items()})
+        # The running objective: the mean validation `avg` over the targets evaluated so far (NaN before the
+        # first), in every report, because Tune's searchers expect their metric in every result.
+        evaluated = [s["validation"]["avg"] for s in p["scores"].values()]
+        metrics["objective"] = mean(evaluated) if evaluated else math.nan
         if final:
-            metrics["objective"] = mean(s["validation"]["avg"] for s in p["scores"].values())
             metrics["phase2_cache_hit"] = p["phase2_cache_hit"]
             metrics["resumed_from_step"] = -1 if p["resumed_from_step"] is None else p["resumed_from_step"]
             metrics["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,0 +1,1 @@
+"""Entry points a person runs: scale_vs_quality.py is the sweep."""
