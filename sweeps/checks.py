@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 import urllib.error
 import urllib.request
@@ -26,7 +27,8 @@ def check_inputs(preset: Preset, experiment_dir: Path, tracking_uri: str, *, res
             available = pool_size(cell.task, cell.quality)
             if cell.size > available:
                 raise UserError(f"size {cell.size} of {cell.task}/{cell.quality} is above its pool of "
-                                f"{available} examples: lower the size ladder in search_spaces/presets.py")
+                                f"{available} examples: lower the size ladder (--english-sizes, --multilingual-sizes "
+                                "or search_spaces/presets.py)")
     if dry_run:
         return
     _check_storage(experiment_dir, resume)
@@ -68,13 +70,28 @@ def connect_ray(address: str) -> None:
         ray.init(include_dashboard=True, dashboard_host="127.0.0.1", configure_logging=True,
                  log_to_driver=False, runtime_env={"env_vars": _passed_env()})
         return
-    if not (address == "auto" or address.startswith("ray://") or _is_host_port(address)):
-        raise UserError(f"bad --address {address!r}: use local, auto, ray://HOST:PORT or HOST:PORT")
+    if address != "auto":
+        _check_port_open(address.removeprefix("ray://"))
     try:
         ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": _passed_env()})
     except (ConnectionError, RuntimeError, ValueError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"cannot connect to a Ray cluster at {address} ({first_line}): start one with "
+                        "`ray start --head --dashboard-host 127.0.0.1` or use --address local") from None
+
+
+def check_address(address: str) -> None:
+    if not (address in ("local", "auto") or address.startswith("ray://") or _is_host_port(address)):
+        raise UserError(f"bad --address {address!r}: use local, auto, ray://HOST:PORT or HOST:PORT")
+
+
+def _check_port_open(host_port: str) -> None:
+    """Fail in seconds, not after ray.init's minutes of retries, when nothing listens at the address."""
+    host, _, port = host_port.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot connect to a Ray cluster at {host_port} ({err}): start one with "
                         "`ray start --head --dashboard-host 127.0.0.1` or use --address local") from None
 
 

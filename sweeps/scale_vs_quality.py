@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from search_spaces.hyperparameters import is_searched  # noqa: E402
 from search_spaces.presets import PRESETS, Preset  # noqa: E402
-from sweeps.checks import check_inputs, connect_ray  # noqa: E402
+from sweeps.checks import check_address, check_inputs, connect_ray  # noqa: E402
 from trainables.errors import UserError, exit_on_user_error  # noqa: E402
 
 
@@ -50,11 +50,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-concurrent", type=int, help="trials at once (default: the preset's)")
     parser.add_argument("--seeds", type=int, help="seeds per data cell; seeds beyond the first are the "
                                                   "replicate stage (default: the preset's)")
+    parser.add_argument("--english-sizes", type=_sizes, help="override the English size ladder, e.g. 0,500,2000")
+    parser.add_argument("--multilingual-sizes", type=_sizes, help="override the multilingual sizes, e.g. 500,1000")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted sweep: finished trials are kept, the Optuna study goes on")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and its estimated cost, run nothing")
     parser.add_argument("--no-analysis", action="store_true", help="skip the curve fitting at the end")
     return parser.parse_args(argv)
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of sizes") from None
+    if any(size < 0 for size in sizes):
+        raise argparse.ArgumentTypeError("sizes cannot be negative")
+    return sizes
 
 
 def plan(preset: Preset, args) -> dict:
@@ -94,6 +106,11 @@ def main(argv=None) -> int:
         if args.preset not in PRESETS:
             raise UserError(f"unknown preset {args.preset!r}: choose one of {', '.join(PRESETS)}")
         preset = PRESETS[args.preset]
+        if args.english_sizes:
+            preset = preset.with_overrides(english_sizes=args.english_sizes)
+        if args.multilingual_sizes:
+            preset = preset.with_overrides(multilingual_sizes=args.multilingual_sizes)
+        check_address(args.address)
         experiment = args.experiment or f"scale-vs-quality-{preset.name}"
         experiment_dir = Path(args.storage_path).resolve() / experiment
         tracking_uri = args.tracking_uri or f"sqlite:///{experiment_dir / 'mlflow.db'}"

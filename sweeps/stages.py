@@ -27,7 +27,9 @@ from trainables.three_phase import run_trial
 # Save Tune's experiment state at least every second, so a finished trial is known as finished after a crash.
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
 
-TRAINABLE = tune.with_resources(run_trial, {"cpu": 0.01})  # the driver only waits; Train workers hold the CPUs
+# A trial's own process only waits for its TorchTrainer: it holds no CPU (Tune needs some resource: 1 MiB of
+# memory), the Train workers hold the CPUs and GPUs, and --max-concurrent bounds the trials at once.
+TRAINABLE = tune.with_resources(run_trial, {"cpu": 0, "memory": 1 << 20})
 
 
 def optuna_space(preset: Preset, cells: list[str]) -> dict:

@@ -89,12 +89,13 @@ class ResultsTable:
 class SweepTracker:
     """The sweep's MLflow experiment and parent run; one child run per (stage, trial)."""
 
-    def __init__(self, tracking_uri: str, experiment: str, preset: str):
+    def __init__(self, tracking_uri: str, experiment: str, preset: str, artifact_location: str | None = None):
         mlflow.set_tracking_uri(tracking_uri)
         self.client = MlflowClient(tracking_uri)
         self.tracking_uri = tracking_uri
         found = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+        self.experiment_id = found.experiment_id if found else self.client.create_experiment(
+            experiment, artifact_location=artifact_location)
         self.preset, self.commit = preset, git_commit()
         parents = self.client.search_runs([self.experiment_id], "tags.`xstilts.role` = 'sweep'", max_results=1)
         if parents:
@@ -163,7 +164,10 @@ class TrackingCallback(Callback):
 
     def __init__(self, tracking_uri: str, experiment: str, preset: str, results_path: Path, stage: str,
                  metric_names: dict, cells: list[str]):
-        self.settings = dict(tracking_uri=tracking_uri, experiment=experiment, preset=preset)
+        # Artifacts beside the results when the store is local; a tracking server keeps its own default.
+        local = not tracking_uri.startswith(("http://", "https://", "databricks"))
+        self.settings = dict(tracking_uri=tracking_uri, experiment=experiment, preset=preset,
+                             artifact_location=(results_path.parent / "mlartifacts").as_uri() if local else None)
         self.results_path, self.stage, self.metric_names, self.cells = results_path, stage, metric_names, cells
 
     def setup(self, **info):

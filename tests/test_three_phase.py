@@ -27,7 +27,7 @@ def run(configs, storage):
     """Run trials one after another through Tune; return their final metrics in order."""
     results = []
     for index, config in enumerate(configs):
-        tuner = tune.Tuner(tune.with_resources(run_trial, {"cpu": 0.01}),
+        tuner = tune.Tuner(tune.with_resources(run_trial, {"cpu": 0, "memory": 1 << 20}),
                            param_space={**config, "storage_path": str(storage)},
                            run_config=tune.RunConfig(name=f"t{index}", storage_path=str(storage / "tune")))
         result = tuner.fit()[0]

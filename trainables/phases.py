@@ -18,7 +18,7 @@ from statistics import mean
 from torch import nn
 
 from trainables.errors import UserError
-from trainables.training import TaskModel, TrainConfig, TrainResult, evaluate, retrieval_accuracy, train
+from trainables.training import TaskModel, TrainConfig, TrainResult, embed, evaluate, retrieval_accuracy, train
 from trainables.types import RETRIEVAL, Task
 
 
@@ -56,9 +56,14 @@ def zero_shot_evaluation(model: nn.Module, tokenizer, task: Task, examples_by_la
     scores = {}
     if task.format == RETRIEVAL:
         encoder = model.encoder if isinstance(model, TaskModel) else model
+        kwargs = dict(device=device, layer=layer, batch_size=batch_size, max_length=max_length)
+        embedded_queries = {}   # the languages usually share one English query list: embed it once
         for language, examples in examples_by_language.items():
-            directions = retrieval_accuracy(encoder, tokenizer, examples, device=device, layer=layer,
-                                            batch_size=batch_size, max_length=max_length)
+            queries = tuple(ex.query for ex in examples)
+            if queries not in embedded_queries:
+                embedded_queries[queries] = embed(encoder, tokenizer, list(queries), **kwargs)
+            directions = retrieval_accuracy(encoder, tokenizer, examples, query_embeddings=embedded_queries[queries],
+                                            **kwargs)
             scores[language] = mean(directions.values())
             scores.update({f"{language}/{direction}": value for direction, value in directions.items()})
     else:

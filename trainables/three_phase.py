@@ -270,6 +270,7 @@ class _Reporter:
             metrics["phase2_cache_hit"] = p["phase2_cache_hit"]
             metrics["resumed_from_step"] = -1 if p["resumed_from_step"] is None else p["resumed_from_step"]
             metrics["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            metrics["worker_node_id"] = ray.get_runtime_context().get_node_id()
             metrics["trial_complete"] = 1
         return metrics
 

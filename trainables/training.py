@@ -245,15 +245,18 @@ def embed(encoder: nn.Module, tokenizer, texts: list[str], *, device, layer: int
 
 
 def retrieval_accuracy(encoder: nn.Module, tokenizer, examples: list, *, device, layer: int = -1,
-                       batch_size: int = 64, max_length: int = 128) -> dict[str, float]:
+                       batch_size: int = 64, max_length: int = 128,
+                       query_embeddings: torch.Tensor | None = None) -> dict[str, float]:
     """Top-1 accuracy in points of finding each example's partner by cosine similarity, both ways.
 
     en_to_x: every query against all targets of `examples`; x_to_en: every target against all queries.
+    `query_embeddings` (from `embed`) saves embedding the same English queries again for every language.
     """
     if not examples:
         raise UserError("no retrieval examples")
     kwargs = dict(device=device, layer=layer, batch_size=batch_size, max_length=max_length)
-    queries = embed(encoder, tokenizer, [ex.query for ex in examples], **kwargs)
+    queries = embed(encoder, tokenizer, [ex.query for ex in examples], **kwargs) \
+        if query_embeddings is None else query_embeddings
     targets = embed(encoder, tokenizer, [ex.target for ex in examples], **kwargs)
     similarity = queries @ targets.T
     gold = torch.arange(len(examples))
