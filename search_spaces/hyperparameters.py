@@ -15,7 +15,7 @@ LAPTOP = {
     "lr_intermediate": ("loguniform", 1e-5, 2e-4),
     "lr_target": ("loguniform", 1e-5, 2e-4),
     "epochs_intermediate": 1,
-    "epochs_target": 2,
+    "epochs_target": 1,
     "batch_size": 32,
     "warmup_ratio": 0.1,
     "weight_decay": 0.01,

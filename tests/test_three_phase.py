@@ -40,6 +40,7 @@ def scores(metrics):
     return {k: v for k, v in metrics.items() if k.startswith(("score.", "val.")) or k == "objective"}
 
 
+@pytest.mark.slow
 def test_trial_reports_scores_reuses_the_cache_and_survives_a_killed_worker(ray_runtime, tmp_path):
     clean, cached, killed = run([
         {**BASE, "cache_dir": str(tmp_path / "cache_a")},

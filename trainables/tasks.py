@@ -14,10 +14,15 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import hashlib
 import importlib
 import json
+import os
+import pickle
 import sys
+import tempfile
 from functools import lru_cache
+from pathlib import Path
 
 from trainables import bible_tasks
 from trainables.errors import UserError, exit_on_user_error
@@ -90,7 +95,36 @@ def split_languages(task: Task, split: str) -> tuple[str, ...]:
 
 @lru_cache(maxsize=None)
 def _load(task_name: str, split: str, language: str) -> tuple:
-    return tuple(get_task(task_name).load(split, language))
+    task = get_task(task_name)
+    if task.source != "offline":
+        return tuple(task.load(split, language))
+    # Offline tasks take seconds to build from bible.db and every Ray trial is a fresh process: keep them on disk,
+    # under a fingerprint of the builders' code and the database, written atomically.
+    path = _disk_cache() / f"{task_name}-{split}-{language}.pkl"
+    try:
+        with open(path, "rb") as handle:
+            return pickle.load(handle)
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError):
+        pass
+    examples = tuple(task.load(split, language))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as handle:
+        pickle.dump(examples, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(handle.name, path)
+    return examples
+
+
+@lru_cache(maxsize=1)
+def _disk_cache() -> Path:
+    from trainables import bible, bible_tasks, types
+    from trainables.models import cache_root
+
+    fingerprint = hashlib.sha256()
+    for module in (bible, bible_tasks, types):
+        fingerprint.update(Path(module.__file__).read_bytes())
+    database = bible.db_path()
+    fingerprint.update(f"{database.resolve()}:{database.stat().st_size}:{database.stat().st_mtime_ns}".encode())
+    return cache_root() / "tasks" / fingerprint.hexdigest()[:20]
 
 
 def load_examples(task_name: str, split: str, language: str) -> list:

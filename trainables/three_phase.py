@@ -56,7 +56,8 @@ def trial_config_defaults() -> dict:
         "max_grad_norm": 1.0, "freeze_word_embeddings": False,
         "max_length": 128,                 # cap on each task's own max_length
         "target_train_size": 1000,         # English phase-3 examples per classification target
-        "max_eval_examples": 200,          # per language and split
+        "max_eval_examples": 200,          # test examples per language (retrieval: candidates)
+        "max_validation_examples": None,   # validation examples per language; None: max_eval_examples
         "retrieval_layer": -1,
         "checkpoint_every": 50,            # optimizer steps between checkpoints inside a phase
         "report_every": 5,                 # optimizer steps between loss reports
@@ -182,8 +183,10 @@ def _first_n(examples: list, n: int | None, seed: int = 0) -> list:
 def _eval_sets(task, split: str, config: dict) -> dict[str, list]:
     wanted = config["eval_languages"]
     languages = [lang for lang in task.languages if wanted is None or lang in wanted]
-    return {lang: _first_n(load_examples(task.name, split, lang), config["max_eval_examples"])
-            for lang in languages}
+    cap = config["max_eval_examples"]
+    if split == "validation" and config["max_validation_examples"] is not None:
+        cap = config["max_validation_examples"]
+    return {lang: _first_n(load_examples(task.name, split, lang), cap) for lang in languages}
 
 
 def _agree(value):
