@@ -53,7 +53,7 @@ def test_unreachable_cluster(tmp_path):
 def test_dry_run_prints_the_plan(tmp_path):
     done = sweep("--preset", "laptop", "--dry-run", "--storage-path", str(tmp_path))
     assert done.returncode == 0, done.stderr
-    assert "14 data cells" in done.stdout and "estimated cost" in done.stdout
+    assert "12 data cells" in done.stdout and "estimated cost" in done.stdout
     assert not any(tmp_path.iterdir())
 
 
