@@ -31,6 +31,7 @@ import ray
 import torch
 
 from trainables import three_phase
+from trainables.three_phase import trial_env
 from trainables.models import load_encoder
 from trainables.phases import intermediate_phase
 from trainables.subsets import select_examples
@@ -182,7 +183,7 @@ def main() -> None:
     print(f"{args.model}: {args.steps} steps x batch {args.batch_size}, length {args.max_length}, "
           f"{args.threads} torch threads, frozen word embeddings: {args.freeze}, device: {'cuda' if cuda else 'cpu'}"
           f"; reports every {args.report_every} steps, collected every "
-          f"{os.environ.get('RAY_TRAIN_HEALTH_CHECK_INTERVAL_S', '2.0 (default)')} s")
+          f"{trial_env()['RAY_TRAIN_HEALTH_CHECK_INTERVAL_S']} s (the sweep's setting)")
 
     header = f"{'side':<14}{'steps':>6}{'examples/s':>12}{'seconds':>9}{'median-step ex/s':>18}{'peak RSS MB':>13}"
     print(f"{header}{'load 1m':>9}\n(steps after the first; median-step ex/s = batch / median step time, "
@@ -196,7 +197,8 @@ def main() -> None:
 
     add_row("plain", run_plain(config, "cuda" if cuda else "cpu"))
     init_start = time.time()
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": trial_env()})   # the same Ray settings as the sweep
     ray_init_s = time.time() - init_start
     with tempfile.TemporaryDirectory(prefix="trainable-overhead-") as workdir:
         for every in args.checkpoint_every:

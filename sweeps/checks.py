@@ -1,7 +1,6 @@
 """Everything that can be wrong with a sweep's input, checked before any training starts (one line, exit 2)."""
 from __future__ import annotations
 
-import os
 import socket
 import tempfile
 import urllib.error
@@ -65,15 +64,16 @@ def _check_tracking(tracking_uri: str) -> None:
 
 def connect_ray(address: str) -> None:
     import ray
+    from trainables.three_phase import trial_env
 
-    if address == "local":
-        ray.init(include_dashboard=True, dashboard_host="127.0.0.1", configure_logging=True,
-                 log_to_driver=False, runtime_env={"env_vars": _passed_env()})
+    if address == "local":   # always a new runtime, even where a `ray start` cluster runs
+        ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", configure_logging=True,
+                 log_to_driver=False, runtime_env={"env_vars": trial_env()})
         return
     if address != "auto":
         _check_port_open(address.removeprefix("ray://"))
     try:
-        ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": _passed_env()})
+        ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": trial_env()})
     except (ConnectionError, RuntimeError, ValueError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"cannot connect to a Ray cluster at {address} ({first_line}): start one with "
@@ -98,9 +98,3 @@ def _check_port_open(host_port: str) -> None:
 def _is_host_port(address: str) -> bool:
     host, _, port = address.rpartition(":")
     return bool(host) and port.isdigit()
-
-
-def _passed_env() -> dict:
-    """Settings the trial workers need to see as the driver does (cache and data locations, offline mode)."""
-    names = ("XSTILTS_CACHE", "XSTILTS_BIBLE_DB", "XSTILTS_HUB_FIXTURES", "HF_HUB_OFFLINE", "HF_HOME")
-    return {name: os.environ[name] for name in names if name in os.environ}

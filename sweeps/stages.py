@@ -14,7 +14,7 @@ from pathlib import Path
 
 import optuna
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
@@ -32,6 +32,24 @@ os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
 TRAINABLE = tune.with_resources(run_trial, {"cpu": 0, "memory": 1 << 20})
 
 
+class CoveringASHA(ASHAScheduler):
+    """ASHA that never stops the first trial of a data cell (the points_to_evaluate ones come first), so every
+    cell keeps a finished point in the search stage; Optuna's extra trials are stopped as usual."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.first_of_cell: dict[str, str] = {}
+
+    def on_trial_add(self, tune_controller, trial):
+        super().on_trial_add(tune_controller, trial)
+        self.first_of_cell.setdefault(trial.config["cell"], trial.trial_id)
+
+    def on_trial_result(self, tune_controller, trial, result):
+        decision = super().on_trial_result(tune_controller, trial, result)
+        return TrialScheduler.CONTINUE if self.first_of_cell.get(trial.config["cell"]) == trial.trial_id \
+            else decision
+
+
 def optuna_space(preset: Preset, cells: list[str]) -> dict:
     space = {"cell": optuna.distributions.CategoricalDistribution(cells)}
     for name, value in preset.hyperparameters.items():
@@ -42,12 +60,13 @@ def optuna_space(preset: Preset, cells: list[str]) -> dict:
     return space
 
 
-def _tuner(name: str, experiment_dir: Path, resume: bool, callback, make_tune_config) -> tune.Tuner:
+def _tuner(name: str, experiment_dir: Path, resume: bool, callback, param_space: dict,
+           make_tune_config) -> tune.Tuner:
     """A restored Tune experiment when resuming one that exists, else a new one."""
     path = experiment_dir / "tune" / name
     if resume and tune.Tuner.can_restore(str(path)):
         return tune.Tuner.restore(str(path), TRAINABLE, resume_unfinished=True, resume_errored=True)
-    return tune.Tuner(TRAINABLE, param_space=callback.constants, tune_config=make_tune_config(),
+    return tune.Tuner(TRAINABLE, param_space=param_space, tune_config=make_tune_config(),
                       run_config=tune.RunConfig(name=name, storage_path=str(experiment_dir / "tune"), verbose=0,
                                                 callbacks=[callback]))
 
@@ -65,13 +84,11 @@ def run_sweep(preset: Preset, plan: dict, *, experiment: str, experiment_dir: Pa
     metric_names = {target: get_task(target).metric for target in preset.targets}
 
     def callback(stage: str) -> TrackingCallback:
-        tracking = TrackingCallback(tracking_uri, experiment, preset.name, experiment_dir / "results.csv", stage,
-                                    metric_names, cells)
-        tracking.constants = constants
-        return tracking
+        return TrackingCallback(tracking_uri, experiment, preset.name, experiment_dir / "results.csv", stage,
+                                metric_names, cells)
 
     if state["stage"] == "search":
-        search = _tuner("search", experiment_dir, resume, callback("search"),
+        search = _tuner("search", experiment_dir, resume, callback("search"), constants,
                         lambda: _search_config(preset, plan, cells, experiment, experiment_dir))
         search_results = search.fit()
         state["stage"] = "replicate"
@@ -81,7 +98,9 @@ def run_sweep(preset: Preset, plan: dict, *, experiment: str, experiment_dir: Pa
 
     replicas = replicate_configs(preset, plan["seeds"], cells, search_results)
     if state["stage"] == "replicate" and replicas:
-        replicate = _tuner("replicate", experiment_dir, resume, callback("replicate"), lambda: tune.TuneConfig(
+        # BasicVariantGenerator fills points_to_evaluate into keys the param_space already has.
+        replicate = _tuner("replicate", experiment_dir, resume, callback("replicate"),
+                           {**constants, **replicas[0]}, lambda: tune.TuneConfig(
             search_alg=BasicVariantGenerator(points_to_evaluate=replicas), num_samples=len(replicas),
             max_concurrent_trials=plan["max_concurrent"]))
         replicate.fit()
@@ -100,9 +119,9 @@ def _search_config(preset: Preset, plan: dict, cells: list[str], experiment: str
         sampler=optuna.samplers.TPESampler(seed=0), study_name=f"{experiment}-search",
         storage=optuna.storages.RDBStorage(f"sqlite:///{experiment_dir / 'optuna.db'}"))
     # ASHA compares trials on the running objective (reported after each target's evaluation) at milestones of
-    # the global step; trials it stops are replaced in the replicate stage, so every cell keeps a point.
-    scheduler = ASHAScheduler(time_attr="global_step", metric="objective", mode="max",
-                              max_t=10 ** 9, grace_period=max(1, preset.asha_grace_steps), reduction_factor=3)
+    # the global step. A cell that still ends without a finished trial gets one in the replicate stage.
+    scheduler = CoveringASHA(time_attr="global_step", metric="objective", mode="max",
+                             max_t=10 ** 9, grace_period=max(1, preset.asha_grace_steps), reduction_factor=3)
     return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=plan["num_samples"],
                            max_concurrent_trials=plan["max_concurrent"])
 

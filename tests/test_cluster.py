@@ -3,9 +3,12 @@
 import csv
 import json
 import os
+import secrets
+import signal
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,30 +17,47 @@ REPO = Path(__file__).resolve().parent.parent
 PORT = "6391"
 
 
-def ray_cli(*args, env):
-    done = subprocess.run([shutil.which("ray") or "ray", *args], capture_output=True, text=True, timeout=180,
-                          env=env)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    return done
+def start_node(*args, env) -> subprocess.Popen:
+    """`ray start ... --block` in its own process group: stopping it stops that node only (never `ray stop`,
+    which would end every Ray runtime on the machine)."""
+    return subprocess.Popen([shutil.which("ray") or "ray", "start", *args, "--node-ip-address", "127.0.0.1",
+                             "--num-cpus", "1", "--block"], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def wait_for_nodes(count: int, env) -> None:
+    check = ("import ray, time\n"
+             f"ray.init(address='127.0.0.1:{PORT}', log_to_driver=False)\n"
+             "deadline = time.time() + 120\n"
+             f"while len([n for n in ray.nodes() if n['Alive']]) < {count} and time.time() < deadline:\n"
+             "    time.sleep(1)\n"
+             f"assert len([n for n in ray.nodes() if n['Alive']]) >= {count}\n")
+    subprocess.run([sys.executable, "-c", check], env=env, check=True, timeout=180, capture_output=True)
 
 
 @pytest.fixture
-def two_node_cluster(tmp_path):
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    subprocess.run(["ray", "stop", "--force"], capture_output=True, timeout=120, env=env)
-    head = ray_cli("start", "--head", "--port", PORT, "--node-ip-address", "127.0.0.1",
-                   "--dashboard-host", "127.0.0.1", "--num-cpus", "1", env=env)
+def two_node_cluster():
+    # Ray 2.60 clusters use token authentication: every node and the driver share one token.
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_ADDRESS": f"127.0.0.1:{PORT}"}
+    nodes = [start_node("--head", "--port", PORT, "--dashboard-host", "127.0.0.1", env=env)]
     try:
-        ray_cli("start", "--address", f"127.0.0.1:{PORT}", "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
-                env=env)
-        yield env, head.stdout + head.stderr
+        time.sleep(5)
+        nodes.append(start_node("--address", f"127.0.0.1:{PORT}", env=env))
+        wait_for_nodes(2, env)
+        yield env
     finally:
-        subprocess.run(["ray", "stop", "--force"], capture_output=True, timeout=120, env=env)
+        for node in reversed(nodes):
+            os.killpg(node.pid, signal.SIGTERM)
+            try:
+                node.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(node.pid, signal.SIGKILL)
 
 
 @pytest.mark.slow
 def test_sweep_places_trials_on_both_nodes(two_node_cluster, tmp_path):
-    env, _ = two_node_cluster
+    env = two_node_cluster
     done = subprocess.run(
         [sys.executable, str(REPO / "sweeps" / "scale_vs_quality.py"), "--address", "auto", "--preset", "smoke",
          "--english-sizes", "0,32", "--max-concurrent", "2", "--storage-path", str(tmp_path), "--experiment", "two",

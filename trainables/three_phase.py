@@ -70,6 +70,18 @@ def trial_config_defaults() -> dict:
     }
 
 
+def trial_env() -> dict:
+    """Settings the trial workers need to see as the driver does (cache and data locations, offline mode).
+
+    Ray Train's controller collects worker reports every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s by default) and a
+    worker blocks on its next report until then: with fast (GPU or tiny-model) steps that capped training at a few
+    steps per second (benchmarks/trainable_overhead.py measured 0.12 of plain PyTorch on the smoke model)."""
+    names = ("XSTILTS_CACHE", "XSTILTS_BIBLE_DB", "XSTILTS_HUB_FIXTURES", "HF_HUB_OFFLINE", "HF_HOME")
+    env = {name: os.environ[name] for name in names if name in os.environ}
+    env["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+    return env
+
+
 # ----------------------------------------------------------------------------------------------- Tune side
 def run_trial(config: dict) -> None:
     """The Tune function trainable: one TorchTrainer run per trial."""
