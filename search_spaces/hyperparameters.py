@@ -13,9 +13,11 @@ SEARCHED_KINDS = ("loguniform", "choice")
 # the 2e-5..3e-5 commonly used for BERT-style fine-tuning), widened upward because small models like larger steps.
 LAPTOP = {
     "lr_intermediate": ("loguniform", 1e-5, 2e-4),
-    "lr_target": ("loguniform", 1e-5, 2e-4),
+    # Phase 3 is short (1,000 English examples): at 2e-4 for 3 epochs e5-small reaches 62 points on English genre
+    # validation and 31-33 zero-shot (fr, ar, ko); one epoch at 4.5e-5 stayed at chance.
+    "lr_target": ("loguniform", 5e-5, 5e-4),
     "epochs_intermediate": 1,
-    "epochs_target": 1,
+    "epochs_target": 3,
     "batch_size": 32,
     "warmup_ratio": 0.1,
     "weight_decay": 0.01,
