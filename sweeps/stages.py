@@ -20,7 +20,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from search_spaces.hyperparameters import default_point
 from search_spaces.presets import Preset
-from sweeps.tracking import TrackingCallback, save_json
+from sweeps.tracking import SweepTracker, TrackingCallback, save_json
 from trainables.tasks import get_task
 from trainables.three_phase import run_trial
 
@@ -106,6 +106,7 @@ def run_sweep(preset: Preset, plan: dict, *, experiment: str, experiment_dir: Pa
         replicate.fit()
     state["stage"] = "done"
     save_json(state_path, state)
+    SweepTracker(tracking_uri, experiment, preset.name).close()   # the parent run shows as finished in the UI
     return (f"sweep {experiment} done: {len(cells)} cells, results in {experiment_dir / 'results.csv'}, "
             f"MLflow: mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1")
 

@@ -85,7 +85,7 @@ def check_complete_sweep(experiment_dir, experiment):
     exp = client.get_experiment_by_name(experiment)
     parents = client.search_runs([exp.experiment_id], "tags.`xstilts.role` = 'sweep'")
     children = client.search_runs([exp.experiment_id], "tags.`xstilts.role` = 'trial'")
-    assert len(parents) == 1
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert Counter(run.data.tags["xstilts.trial_key"] for run in children).most_common(1)[0][1] == 1
     assert {run.data.params["trial_id"] for run in children} >= trials
     finished = [run for run in children if run.data.params["trial_id"] in trials]
