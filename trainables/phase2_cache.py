@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from trainables.models import file_sha256
+
 # Bump when phase-2 training changes in a way that changes its result (loop, loss, data order, head).
 PHASE2_CODE_VERSION = 1
 
@@ -37,14 +39,6 @@ def phase2_key(config: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class Phase2Cache:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
@@ -58,7 +52,7 @@ class Phase2Cache:
         folder = self.entry(key)
         try:
             manifest = json.loads((folder / MANIFEST).read_text())
-            if _sha256(folder / WEIGHTS) != manifest["sha256"]:
+            if file_sha256(folder / WEIGHTS) != manifest["sha256"]:
                 return None
             return load_file(str(folder / WEIGHTS)), manifest["description"]
         except (OSError, ValueError, KeyError):
@@ -73,7 +67,7 @@ class Phase2Cache:
         try:
             tensors = {name: t.detach().to("cpu").contiguous() for name, t in trained.items()}
             save_file(tensors, str(tmp / WEIGHTS))
-            manifest = {"sha256": _sha256(tmp / WEIGHTS), "description": description}
+            manifest = {"sha256": file_sha256(tmp / WEIGHTS), "description": description}
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str))
             target = self.entry(key)
             if target.exists():          # a corrupt leftover: replace it
