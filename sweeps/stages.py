@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 
 import optuna
@@ -26,6 +27,9 @@ from trainables.three_phase import run_trial
 
 # Save Tune's experiment state at least every second, so a finished trial is known as finished after a crash.
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+# The running objective is NaN until a trial's first evaluation; ASHA's cutoff over a rung that holds only such
+# trials is NaN (so it stops nothing) and numpy warns about it on every result.
+warnings.filterwarnings("ignore", message="All-NaN slice encountered", category=RuntimeWarning)
 
 # A trial's own process only waits for its TorchTrainer: it holds no CPU (Tune needs some resource: 1 MiB of
 # memory), the Train workers hold the CPUs and GPUs, and --max-concurrent bounds the trials at once.
