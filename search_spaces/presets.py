@@ -24,6 +24,7 @@ class Preset:
     max_eval_examples: int = 200            # test examples per language; retrieval: candidates per language
     max_validation_examples: int | None = None  # validation (the search objective) per language; None: as test
     max_length: int = 128                   # cap on every task's own max_length (shorter = faster on CPU)
+    precision: str = "auto"                 # auto (bf16 where the device does it natively) | bf16 | fp32
     extra_search_trials: int = 4            # Optuna trials beyond one per data cell
     seeds: int = 1                          # seeds per cell in the replicate stage (1 = search stage only)
     max_concurrent: int = 2
@@ -49,7 +50,8 @@ class Preset:
                          eval_languages=list(self.eval_languages) if self.eval_languages else None,
                          target_train_size=self.target_train_size, max_eval_examples=self.max_eval_examples,
                          max_validation_examples=self.max_validation_examples,
-                         max_length=self.max_length, checkpoint_every=self.checkpoint_every,
+                         max_length=self.max_length, precision=self.precision,
+                         checkpoint_every=self.checkpoint_every,
                          retrieval_layer=self.retrieval_layer, num_workers=self.workers_per_trial,
                          use_gpu=self.gpus_per_trial > 0, torch_threads=self.torch_threads)
         return constants
@@ -64,10 +66,11 @@ PRESETS = {
         targets=("genre", "retrieval"), eval_languages=("en", "fr", "de"),
         hyperparameters=hp.SMOKE, target_train_size=64, max_eval_examples=32, max_length=48,
         extra_search_trials=1, max_concurrent=2, asha_grace_steps=1, checkpoint_every=4, seconds_per_trial_estimate=15),
-    # The default: multilingual-e5-small offline on a 2-core laptop, where training runs at only ~12-15 pairs/s
-    # (benchmarks/trainable_overhead.py): the ladder's minimum shape (0 to 8k in 5 steps, 2 tiers, 3 multilingual
-    # sizes), one learning-rate point per cell, short sequences and small evaluation sets; 84 minutes measured on
-    # 2 cores (trials 213-900 s). Bigger machines: raise max_eval_examples, add extra_search_trials and seeds.
+    # The default: multilingual-e5-small offline on a 2-core laptop (bf16 on CPUs with AMX/AVX512-BF16, about 50
+    # pairs/s in benchmarks/trainable_overhead.py): the ladder's minimum shape (0 to 8k in 5 steps, 2 tiers, 3
+    # multilingual sizes), one learning-rate point per cell, 3 seeds per cell (the replicate stage) and 300 test
+    # examples per language (genre sentences; retrieval candidates), so every score has an interval.
+    # `--seeds 1` is the quick path. Bigger machines: add extra_search_trials.
     "laptop": Preset(
         name="laptop", model="multilingual-e5-small",
         english_task="en_paraphrase", english_qualities=("random", "hard"),
@@ -75,9 +78,9 @@ PRESETS = {
         multilingual_task="multi_paraphrase", multilingual_qualities=("random",),
         multilingual_sizes=(250, 500, 1000),
         targets=("genre", "retrieval"), eval_languages=None,
-        hyperparameters=hp.LAPTOP, target_train_size=1000, max_eval_examples=48, max_validation_examples=24,
-        max_length=48, extra_search_trials=0, max_concurrent=1, torch_threads=2, checkpoint_every=100,
-        seconds_per_trial_estimate=415),
+        hyperparameters=hp.LAPTOP, target_train_size=1000, max_eval_examples=300, max_validation_examples=100,
+        max_length=48, extra_search_trials=0, seeds=3, max_concurrent=1, torch_threads=2, checkpoint_every=100,
+        seconds_per_trial_estimate=200),
     # The paper's setting: xlm-roberta-large, hub tasks, full pools, GPUs. Needs hub access and a GPU cluster.
     "paper": Preset(
         name="paper", model="xlm-roberta-large",

@@ -21,12 +21,12 @@ from safetensors.torch import load_file, save_file
 from trainables.models import file_sha256
 
 # Bump when phase-2 training changes in a way that changes its result (loop, loss, data order, head).
-PHASE2_CODE_VERSION = 1
+PHASE2_CODE_VERSION = 2   # 2: bf16 autocast on CPU, cheaper dropout masks
 
 # Trial-config keys that determine the phase-2 encoder. Anything else (targets, lr_target, ...) does not.
 KEY_FIELDS = ("model", "cell", "seed", "lr_intermediate", "epochs_intermediate", "batch_size", "grad_accum_steps",
               "warmup_ratio", "weight_decay", "max_grad_norm", "freeze_word_embeddings", "max_length",
-              "num_workers")
+              "num_workers", "precision")
 
 WEIGHTS = "encoder.safetensors"
 MANIFEST = "manifest.json"

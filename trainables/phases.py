@@ -13,12 +13,14 @@ resume_state, on_step, on_checkpoint, rank, world_size, wrap_model); chain step 
 """
 from __future__ import annotations
 
+import itertools
 from statistics import mean
 
 from torch import nn
 
 from trainables.errors import UserError
-from trainables.training import TaskModel, TrainConfig, TrainResult, embed, evaluate, retrieval_accuracy, train
+from trainables.training import (TaskModel, TrainConfig, TrainResult, accuracy, embed, predict, retrieval_accuracy,
+                                 train)
 from trainables.types import RETRIEVAL, Task
 
 
@@ -41,36 +43,41 @@ def target_phase(encoder: nn.Module, tokenizer, task: Task, examples: list, cfg:
 
 
 def zero_shot_evaluation(model: nn.Module, tokenizer, task: Task, examples_by_language: dict[str, list], *,
-                         device, batch_size: int = 64, max_length: int | None = None,
-                         layer: int = -1) -> dict[str, float]:
+                         device, batch_size: int = 64, max_length: int | None = None, layer: int = -1,
+                         precision: str = "auto") -> dict[str, float]:
     """Score the target in every language of `examples_by_language`, in points (0-100).
 
     Returns a flat dict (loggable as metrics as it is): `{language: score, ..., "avg": mean over the languages}`.
     Classification formats need the TaskModel of phase 3 and score accuracy. Retrieval takes the TaskModel or a
     bare encoder, embeds hidden layer `layer`, scores the mean of both directions, and adds
-    `"<language>/en_to_x"` and `"<language>/x_to_en"` for each language.
+    `"<language>/en_to_x"` and `"<language>/x_to_en"` for each language. All languages go through the model in
+    one pass, batched by length (distinct English queries are embedded once).
     """
     if not examples_by_language:
         raise UserError(f"no evaluation languages given for {task.name}")
-    max_length = max_length or task.max_length
+    kwargs = dict(device=device, batch_size=batch_size, max_length=max_length or task.max_length,
+                  precision=precision)
+    everything = [ex for examples in examples_by_language.values() for ex in examples]
+    bounds = list(itertools.accumulate([0] + [len(examples) for examples in examples_by_language.values()]))
     scores = {}
     if task.format == RETRIEVAL:
         encoder = model.encoder if isinstance(model, TaskModel) else model
-        kwargs = dict(device=device, layer=layer, batch_size=batch_size, max_length=max_length)
-        embedded_queries = {}   # the languages usually share one English query list: embed it once
-        for language, examples in examples_by_language.items():
-            queries = tuple(ex.query for ex in examples)
-            if queries not in embedded_queries:
-                embedded_queries[queries] = embed(encoder, tokenizer, list(queries), **kwargs)
-            directions = retrieval_accuracy(encoder, tokenizer, examples, query_embeddings=embedded_queries[queries],
-                                            **kwargs)
+        queries = sorted({ex.query for ex in everything})
+        query_vectors = embed(encoder, tokenizer, queries, layer=layer, **kwargs)
+        row = {query: i for i, query in enumerate(queries)}
+        target_vectors = embed(encoder, tokenizer, [ex.target for ex in everything], layer=layer, **kwargs)
+        for (language, examples), start, end in zip(examples_by_language.items(), bounds, bounds[1:]):
+            directions = retrieval_accuracy(
+                encoder, tokenizer, examples, layer=layer, **kwargs,
+                query_embeddings=query_vectors[[row[ex.query] for ex in examples]],
+                target_embeddings=target_vectors[start:end])
             scores[language] = mean(directions.values())
             scores.update({f"{language}/{direction}": value for direction, value in directions.items()})
     else:
         if not isinstance(model, TaskModel):
             raise UserError(f"{task.name} is scored by a trained TaskModel (target_phase), not a bare encoder")
-        for language, examples in examples_by_language.items():
-            scores[language] = evaluate(model, tokenizer, examples, task.format, device=device,
-                                        batch_size=batch_size, max_length=max_length)
+        predictions = predict(model, tokenizer, everything, task.format, **kwargs)
+        for (language, examples), start, end in zip(examples_by_language.items(), bounds, bounds[1:]):
+            scores[language] = accuracy(predictions[start:end], examples)
     scores["avg"] = mean(scores[language] for language in examples_by_language)
     return scores

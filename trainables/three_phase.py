@@ -8,7 +8,7 @@ checkpoint, and a worker that dies is restarted by Ray Train from the last check
 
 What a trial reports: `global_step` (one counter that only grows across phases), `phase`, `loss`, `lr`, then
 after each target `val.<target>.<language>` / `score.<target>.<language>` (validation / test, in points, plus
-`avg`), `objective` (mean over the targets evaluated so far of the validation `avg`; NaN before the first),
+`avg`; `n.<target>.<language>`: the test examples behind each score), `objective` (mean over the targets evaluated so far of the validation `avg`; NaN before the first),
 and at the end `phase2_cache_hit`, `resumed_from_step`, `peak_rss_mb` and `trial_complete = 1`. The config keys are documented in `trial_config_defaults`.
 """
 from __future__ import annotations
@@ -30,10 +30,12 @@ import ray.tune
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
+from analysis.schema import COUNT_PREFIX, TEST_PREFIX, VALIDATION_PREFIX, metric_key
 from search_spaces.axes import DataCell
 from trainables.models import load_encoder
 from trainables.phase2_cache import Phase2Cache, phase2_key, trained_parameters
 from trainables.phases import intermediate_phase, target_phase, zero_shot_evaluation
+from trainables.precision import resolve_precision
 from trainables.subsets import select_examples
 from trainables.tasks import get_task, load_examples
 from trainables.training import TaskModel, TrainConfig
@@ -54,6 +56,7 @@ def trial_config_defaults() -> dict:
         "epochs_intermediate": 1, "epochs_target": 1,
         "batch_size": 16, "grad_accum_steps": 1, "warmup_ratio": 0.1, "weight_decay": 0.01,
         "max_grad_norm": 1.0, "freeze_word_embeddings": False,
+        "precision": "auto",               # auto (bf16 where the device does it natively) | bf16 | fp32
         "max_length": 128,                 # cap on each task's own max_length
         "target_train_size": 1000,         # English phase-3 examples per classification target
         "max_eval_examples": 200,          # test examples per language (retrieval: candidates)
@@ -113,6 +116,8 @@ def trial_loop(config: dict) -> None:
     if config["torch_threads"]:
         torch.set_num_threads(config["torch_threads"])
     wrap_model = ray.train.torch.prepare_model if world_size > 1 else None
+    # Resolved here, on the worker's own device, so the phase-2 cache key names the arithmetic really used.
+    config = {**config, "precision": resolve_precision(config["precision"], device)}
     progress, resume = _restore()
     tokenizer, encoder = load_encoder(config["model"])
     reporter = _Reporter(config, progress, rank)
@@ -163,11 +168,14 @@ def trial_loop(config: dict) -> None:
                 on_checkpoint=reporter.checkpointer(f"target:{target}"), **loop)
             progress["global_step"] = result.global_step
         progress["phase"] = f"evaluate:{target}"
+        eval_sets = {split: _eval_sets(task, split, config) for split in ("validation", "test")}
         progress["scores"][target] = {
-            split: zero_shot_evaluation(model, tokenizer, task, _eval_sets(task, split, config), device=device,
+            split: zero_shot_evaluation(model, tokenizer, task, examples, device=device,
                                         max_length=min(task.max_length, config["max_length"]),
-                                        layer=config["retrieval_layer"])
-            for split in ("validation", "test")}
+                                        layer=config["retrieval_layer"], precision=config["precision"])
+            for split, examples in eval_sets.items()}
+        progress["counts"][target] = {language: len(examples) for language, examples in eval_sets["test"].items()}
+        progress["counts"][target]["avg"] = sum(progress["counts"][target].values())
         reporter.report(checkpoint_stage="evaluated")
     progress["phase"] = "done"
     # With a checkpoint, so a finished trial that Tune restarts (a sweep resumed after a crash) only re-reports.
@@ -181,7 +189,7 @@ def _train_config(config: dict, phase: str, task) -> TrainConfig:
         weight_decay=config["weight_decay"], max_grad_norm=config["max_grad_norm"],
         max_length=min(task.max_length, config["max_length"]),
         freeze_word_embeddings=config["freeze_word_embeddings"], seed=config["seed"],
-        checkpoint_every=config["checkpoint_every"])
+        checkpoint_every=config["checkpoint_every"], precision=config["precision"])
 
 
 def _first_n(examples: list, n: int | None, seed: int = 0) -> list:
@@ -212,8 +220,8 @@ def _agree(value):
 
 # ------------------------------------------------------------------------------------ reporting and resume
 def _fresh_progress() -> dict:
-    return {"global_step": 0, "phase": "start", "phase2_cache_hit": None, "scores": {}, "loss": None,
-            "resumed_from_step": None}
+    return {"global_step": 0, "phase": "start", "phase2_cache_hit": None, "scores": {}, "counts": {},
+            "loss": None, "resumed_from_step": None}
 
 
 def _restore() -> tuple[dict, dict]:
@@ -275,8 +283,10 @@ class _Reporter:
         if p.get("loss") is not None:
             metrics.update(loss=p["loss"], lr=p["lr"])
         for target, splits in p["scores"].items():
-            for split, prefix in (("validation", "val"), ("test", "score")):
-                metrics.update({f"{prefix}.{target}.{lang}": value for lang, value in splits[split].items()})
+            for split, prefix in (("validation", VALIDATION_PREFIX), ("test", TEST_PREFIX)):
+                metrics.update({metric_key(prefix, target, lang): value for lang, value in splits[split].items()})
+        for target, counts in p.get("counts", {}).items():
+            metrics.update({metric_key(COUNT_PREFIX, target, lang): n for lang, n in counts.items()})
         # The running objective: the mean validation `avg` over the targets evaluated so far (NaN before the
         # first), in every report, because Tune's searchers expect their metric in every result.
         evaluated = [s["validation"]["avg"] for s in p["scores"].values()]
@@ -286,6 +296,7 @@ class _Reporter:
             metrics["resumed_from_step"] = -1 if p["resumed_from_step"] is None else p["resumed_from_step"]
             metrics["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             metrics["worker_node_id"] = ray.get_runtime_context().get_node_id()
+            metrics["precision"] = self.config["precision"]
             metrics["trial_complete"] = 1
         return metrics
 

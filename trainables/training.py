@@ -22,8 +22,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from transformers import get_linear_schedule_with_warmup
 
+from trainables.dropout import use_cheap_dropout
 from trainables.errors import UserError
 from trainables.models import mean_pool
+from trainables.precision import autocast, resolve_precision
 from trainables.types import CHOICE, PAIR, SINGLE
 
 
@@ -101,6 +103,7 @@ class TrainConfig:
     seed: int = 0                          # data order, dropout and head initialisation
     checkpoint_every: int = 0              # optimizer steps between on_checkpoint calls; 0 = never
     eval_batch_size: int = 64              # examples per batch for evaluate/embed (callers pass it on)
+    precision: str = "auto"                # "auto" (bf16 where the device does it natively), "bf16" or "fp32"
 
 
 @dataclass
@@ -147,6 +150,8 @@ def train(model: TaskModel, tokenizer, examples: list, fmt: str, cfg: TrainConfi
     total_steps = max(1, math.ceil(cfg.epochs * batches_per_epoch / micro_batches_per_step))
 
     model.to(device)
+    if device.type == "cpu":   # same rates and places, a quarter of the mask cost (trainables/dropout.py)
+        use_cheap_dropout(model)
     if resume_state is not None:
         if resume_state["total_steps"] != total_steps:
             raise UserError(f"the checkpoint belongs to a run of {resume_state['total_steps']} steps, "
@@ -171,7 +176,7 @@ def train(model: TaskModel, tokenizer, examples: list, fmt: str, cfg: TrainConfi
 
     epoch_batches = functools.lru_cache(maxsize=2)(functools.partial(batch_order, len(examples), cfg.batch_size,
                                                                      cfg.seed))
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    mixed_precision = autocast(device, resolve_precision(cfg.precision, device))
     net.train()
     for step in range(start_step, total_steps):
         torch.manual_seed(seed_from(cfg.seed, "dropout", step, rank))
@@ -186,7 +191,7 @@ def train(model: TaskModel, tokenizer, examples: list, fmt: str, cfg: TrainConfi
             labels = batch.pop("labels")
             if isinstance(net, DistributedDataParallel):  # all-reduce gradients only on the last micro-step
                 net.require_backward_grad_sync = micro_step == cfg.grad_accum_steps - 1
-            with autocast:
+            with mixed_precision:
                 loss = F.cross_entropy(net(**batch).float(), labels) / cfg.grad_accum_steps
             loss.backward()
             step_loss += loss.item()
@@ -206,58 +211,91 @@ def train(model: TaskModel, tokenizer, examples: list, fmt: str, cfg: TrainConfi
     return TrainResult(steps=total_steps, global_step=step_offset + total_steps, losses=losses)
 
 
+def by_length(examples: list) -> list[int]:
+    """Indices of `examples` ordered by the characters of their texts: batches of similar length pad less."""
+    def characters(example) -> int:
+        texts = [value for value in vars(example).values() if isinstance(value, str)]
+        texts += [text for value in vars(example).values() if isinstance(value, tuple) for text in value
+                  if isinstance(text, str)]
+        return sum(map(len, texts))
+    return sorted(range(len(examples)), key=lambda i: characters(examples[i]))
+
+
 @torch.no_grad()
-def evaluate(model: TaskModel, tokenizer, examples: list, fmt: str, *, device, batch_size: int = 64,
-             max_length: int = 128) -> float:
-    """Accuracy in points (0-100) of the argmax of the logits."""
+def predict(model: TaskModel, tokenizer, examples: list, fmt: str, *, device, batch_size: int = 64,
+            max_length: int = 128, precision: str = "auto") -> torch.Tensor:
+    """The argmax class of every example (in the order of `examples`), batched by length, in `precision`."""
     if not examples:
         raise UserError("no evaluation examples")
     device = torch.device(device)
     model.to(device).eval()
-    correct = 0
-    for start in range(0, len(examples), batch_size):
-        batch = encode_batch(tokenizer, examples[start:start + batch_size], fmt, max_length)
-        batch = {name: tensor.to(device) for name, tensor in batch.items()}
-        labels = batch.pop("labels")
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            correct += (model(**batch).argmax(-1) == labels).sum().item()
-    return 100.0 * correct / len(examples)
+    mixed_precision = autocast(device, resolve_precision(precision, device))
+    order = by_length(examples)
+    predictions = torch.empty(len(examples), dtype=torch.long)
+    for start in range(0, len(order), batch_size):
+        indices = order[start:start + batch_size]
+        batch = encode_batch(tokenizer, [examples[i] for i in indices], fmt, max_length)
+        batch.pop("labels")
+        with mixed_precision:
+            logits = model(**{name: tensor.to(device) for name, tensor in batch.items()})
+        predictions[indices] = logits.float().argmax(-1).cpu()
+    return predictions
+
+
+def accuracy(predictions: torch.Tensor, examples: list) -> float:
+    """Accuracy in points (0-100)."""
+    labels = torch.tensor([ex.label for ex in examples])
+    return 100.0 * (predictions == labels).sum().item() / len(examples)
+
+
+def evaluate(model: TaskModel, tokenizer, examples: list, fmt: str, *, device, batch_size: int = 64,
+             max_length: int = 128, precision: str = "auto") -> float:
+    """Accuracy in points (0-100) of the argmax of the logits."""
+    return accuracy(predict(model, tokenizer, examples, fmt, device=device, batch_size=batch_size,
+                            max_length=max_length, precision=precision), examples)
 
 
 @torch.no_grad()
 def embed(encoder: nn.Module, tokenizer, texts: list[str], *, device, layer: int = -1, batch_size: int = 64,
-          max_length: int = 128) -> torch.Tensor:
+          max_length: int = 128, precision: str = "auto") -> torch.Tensor:
     """Mean-pooled, L2-normalised hidden states of `layer`, as a float32 (len(texts), hidden) CPU tensor.
 
     layer indexes `output_hidden_states`: 0 = the embeddings, i = after transformer layer i, -1 = the last layer.
-    XTREME/X-STILTs take a middle layer for retrieval (e.g. 8 of 24 for XLM-R large).
+    XTREME/X-STILTs take a middle layer for retrieval (e.g. 8 of 24 for XLM-R large). Texts are batched by length;
+    pooling and normalisation run in float32 whatever the precision.
     """
     device = torch.device(device)
     encoder.to(device).eval()
-    pooled = []
-    for start in range(0, len(texts), batch_size):
-        batch = tokenizer(texts[start:start + batch_size], truncation=True, max_length=max_length, padding=True,
+    mixed_precision = autocast(device, resolve_precision(precision, device))
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    pooled = torch.empty(len(texts), encoder.config.hidden_size)
+    for start in range(0, len(order), batch_size):
+        indices = order[start:start + batch_size]
+        batch = tokenizer([texts[i] for i in indices], truncation=True, max_length=max_length, padding=True,
                           return_tensors="pt").to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with mixed_precision:
             hidden = encoder(**batch, output_hidden_states=True).hidden_states[layer]
-        pooled.append(F.normalize(mean_pool(hidden.float(), batch["attention_mask"]), dim=-1).cpu())
-    return torch.cat(pooled)
+        pooled[indices] = F.normalize(mean_pool(hidden.float(), batch["attention_mask"]), dim=-1).cpu()
+    return pooled
 
 
 def retrieval_accuracy(encoder: nn.Module, tokenizer, examples: list, *, device, layer: int = -1,
-                       batch_size: int = 64, max_length: int = 128,
-                       query_embeddings: torch.Tensor | None = None) -> dict[str, float]:
+                       batch_size: int = 64, max_length: int = 128, precision: str = "auto",
+                       query_embeddings: torch.Tensor | None = None,
+                       target_embeddings: torch.Tensor | None = None) -> dict[str, float]:
     """Top-1 accuracy in points of finding each example's partner by cosine similarity, both ways.
 
     en_to_x: every query against all targets of `examples`; x_to_en: every target against all queries.
-    `query_embeddings` (from `embed`) saves embedding the same English queries again for every language.
+    `query_embeddings` / `target_embeddings` (from `embed`) pass texts embedded already (e.g. all languages in one
+    pass).
     """
     if not examples:
         raise UserError("no retrieval examples")
-    kwargs = dict(device=device, layer=layer, batch_size=batch_size, max_length=max_length)
+    kwargs = dict(device=device, layer=layer, batch_size=batch_size, max_length=max_length, precision=precision)
     queries = embed(encoder, tokenizer, [ex.query for ex in examples], **kwargs) \
         if query_embeddings is None else query_embeddings
-    targets = embed(encoder, tokenizer, [ex.target for ex in examples], **kwargs)
+    targets = embed(encoder, tokenizer, [ex.target for ex in examples], **kwargs) \
+        if target_embeddings is None else target_embeddings
     similarity = queries @ targets.T
     gold = torch.arange(len(examples))
     return {"en_to_x": 100.0 * (similarity.argmax(1) == gold).float().mean().item(),
