@@ -99,9 +99,15 @@ def build_trainer(config: dict, *, name: str, callbacks=()) -> TorchTrainer:
     if use_gpu is None:
         use_gpu = ray.cluster_resources().get("GPU", 0) > 0
     storage = Path(config["storage_path"] or tempfile.gettempdir()) / "train_runs"
+    resources = None
+    if config["torch_threads"]:
+        # A worker holds the CPUs its threads use: Ray sets OMP_NUM_THREADS to the CPUs a worker holds (1 by
+        # default), and a bf16 minimal loop in a Train worker ran at 5.8 examples/s with 1 against 51.7 with 2.
+        resources = {"CPU": config["torch_threads"], **({"GPU": 1} if use_gpu else {})}
     return TorchTrainer(
         trial_loop, train_loop_config=config,
-        scaling_config=ScalingConfig(num_workers=config["num_workers"], use_gpu=use_gpu),
+        scaling_config=ScalingConfig(num_workers=config["num_workers"], use_gpu=use_gpu,
+                                     resources_per_worker=resources),
         run_config=RunConfig(name=name, storage_path=str(storage), callbacks=list(callbacks),
                              failure_config=FailureConfig(max_failures=config["max_failures"]),
                              checkpoint_config=CheckpointConfig(num_to_keep=1)))
