@@ -1,59 +1,44 @@
-"""Bootstrap over seeds and trials: resample each cell's runs, refit, and read off percentile intervals.
+"""Intervals from resampled values, and the JSON form of numbers that may be infinite.
 
-Each data cell (source, quality, size) of one (target, language) has one score per seed (after trial selection).
-A resample draws, independently per cell, as many scores as the cell has, with replacement (stretched about the
-cell mean so that few seeds do not shrink the spread, see `resample_cells`). The baseline cell is drawn once per
-resample and shared by every English tier, so tiers are compared on the same baseline. Seeds are resampled within
-cells rather than as whole curves: with the usual 3 seeds a whole-curve bootstrap has only 10 distinct resamples.
-The price is that it ignores the correlation the nested subsets put between the sizes of one seed.
-
-A cell with a single score cannot be resampled; anything that depends on one gets no interval, with a reason.
+Each resample (analysis.noise) redoes the whole fit, form choice included (analysis.form_choice), so the spread of a
+derived number over the resamples holds the noise of the cell means and the uncertainty of the form. The interval
+is the central 95% of that spread (percentile interval). Infinite values are kept: +inf for an English-equivalent
+size means "never reached", for a ceiling "no ceiling" (a log-linear resample), so a share of them above 2.5% opens
+the interval's upper end. In summary.json an infinite value is the string "inf" or "-inf" (float() reads both).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from analysis.curves import Form, refit_many
-
 LEVEL = 0.95
 
 
-def resample_cells(cells: dict, n_boot: int, rng: np.random.Generator) -> dict:
-    """cells: key -> scores (1-D). Returns key -> (n_boot x count) resampled scores, or None for single-score cells."""
-    resampled = {}
-    for key in sorted(cells):
-        scores = np.asarray(cells[key], dtype=float)
-        if len(scores) < 2:
-            resampled[key] = None
-        else:
-            # The mean of n scores drawn with replacement varies by only sqrt((n - 1) / n) of the cell mean's
-            # standard error (0.82 for 3 seeds); stretching the draws about the mean puts that factor back.
-            draws = scores[rng.integers(0, len(scores), size=(n_boot, len(scores)))]
-            resampled[key] = scores.mean() + (draws - scores.mean()) * np.sqrt(len(scores) / (len(scores) - 1))
-    return resampled
-
-
-def single_score_note(keys) -> str:
-    names = [f"{source}/{quality}/{size}" for source, quality, size in keys]
-    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
-    return f"cannot be estimated: a single seed in {', '.join(names[:3])}{more}"
-
-
-def refit(form: Form, n: np.ndarray, Y: np.ndarray, p_full: np.ndarray) -> np.ndarray:
-    """Fit every resample (rows of Y), warm-started from the full-data fit; returns (n_boot x k) parameters."""
-    return refit_many(form, n, Y, p_full)
-
-
 def interval(values) -> list | None:
-    """The central 95% percentile interval; +inf (never reached) survives as an open upper end (None)."""
+    """The central 95% of the finite and infinite values (NaN dropped): [low, high] in JSON form, or None."""
     values = np.asarray(values, dtype=float)
     values = values[~np.isnan(values)]
     if len(values) == 0:
         return None
     tail = (1 - LEVEL) / 2
     low, high = np.quantile(values, [tail, 1 - tail], method="inverted_cdf")
-    return [_finite_or_none(low), _finite_or_none(high)]
+    return [json_value(low), json_value(high)]
 
 
-def _finite_or_none(x):
-    return float(x) if np.isfinite(x) else None
+def spread(values) -> float:
+    """A standard deviation robust to the tails: half the central 68% range of the finite values (NaN if none)."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if len(values) < 2:
+        return np.nan
+    low, high = np.quantile(values, [0.16, 0.84])
+    return float((high - low) / 2)
+
+
+def json_value(x):
+    """A number for summary.json: NaN -> None, +-inf -> 'inf' / '-inf', anything else a float."""
+    x = float(x)
+    if np.isnan(x):
+        return None
+    if np.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return x

@@ -12,9 +12,10 @@ that one call evaluates R curves:
 - `log_linear`: s(n) = b + k * log2(n + n0); the baseline form, with a gain of k per doubling for n >> n0 and no
   asymptote (n0 again puts the n = 0 baseline on the curve).
 
-Fits use `scipy.optimize.least_squares` with the soft_l1 robust loss, bounds and several starts; the bootstrap
-refits a thousand resamples at once with a vectorised Levenberg-Marquardt loop on the same objective
-(`refit_many`).
+A curve is fitted to the cell means (one point per size), each residual divided by the standard error of its
+mean (`analysis.noise`), so a size measured on few seeds or few test examples counts for less. Fits use
+`scipy.optimize.least_squares` with the soft_l1 robust loss, bounds and several starts; the bootstrap refits a
+thousand resamples at once with a vectorised Levenberg-Marquardt loop on the same objective (`refit_many`).
 """
 from __future__ import annotations
 
@@ -25,10 +26,17 @@ from typing import Callable
 import numpy as np
 from scipy.optimize import least_squares
 
-# Residuals beyond about this many points count linearly (soft_l1), so one bad run cannot drag a curve.
-F_SCALE = 1.0
+# Residuals beyond about this many standard errors count linearly (soft_l1), so one bad cell cannot drag a curve;
+# below it the loss is nearly least squares, which keeps the fit efficient under ordinary noise.
+F_SCALE = 3.0
 # A fit converges in 10-40 evaluations; on a flat curve it can wander along a ridge of equal cost for hundreds.
 MAX_EVALUATIONS = 100
+# An M4 fit with less total gain than this (points) is flat: on a falling curve M4 can do nothing else.
+DEGENERATE_GAIN = 1e-3
+# Newton steps for the M4 root (from its asymptotic guess), and the bracket of its logit (w/b from 1e-26 to
+# 1 - 1e-26).
+MAX_ROOT_STEPS = 6
+ROOT_BRACKET = 60.0
 
 
 @dataclass(frozen=True)
@@ -40,9 +48,12 @@ class Form:
     model: Callable[[np.ndarray, np.ndarray], np.ndarray]         # (P (R,k), n (N,)) -> scores (R,N)
     jacobian: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # (P, n, model(P, n)) -> d s / d P, (R,N,k)
     starts: Callable[[np.ndarray, np.ndarray], list]              # (n, y) -> initial parameter vectors
-    asymptote: Callable[[np.ndarray], np.ndarray]                 # P -> (R,), NaN where there is none
+    asymptote: Callable[[np.ndarray], np.ndarray]                 # P -> limit as n -> inf (R,); +-inf if none
     equivalent_size: Callable[[np.ndarray, np.ndarray], np.ndarray]  # (P, score (R,)) -> smallest n, inf if never
     readable_params: Callable[[np.ndarray], dict]                 # one p -> the parameters as the papers write them
+    # P -> (R,) True where the fit sits on a bound that keeps it from following the data (M4 cannot fall: on a
+    # falling curve it ends flat, a shape the other forms already offer); such a fit is not judged.
+    degenerate: Callable[[np.ndarray], np.ndarray] = lambda P: np.zeros(len(P), dtype=bool)
 
 
 def _cols(P):
@@ -107,21 +118,28 @@ power_law = Form(
 # --- M4 on the error ------------------------------------------------------------------------------------------------
 
 def _m4_excess(P, n):
-    """w = e(n) - e_inf, the root in [0, b] (b = e_0 - e_inf) of w = beta n^c (b - w)^alpha, by bisection.
+    """w = e(n) - e_inf, the root in [0, b] (b = e_0 - e_inf) of w = beta n^c (b - w)^alpha.
 
-    The left side minus the right side grows with w, from below zero at w = 0 to b at w = b, so the root is unique.
-    Solved once per distinct size: the points repeat each size once per seed.
+    With w = b sigmoid(s) the equation becomes H(s) = log sigmoid(s) - alpha log(1 - sigmoid(s)) + (1 - alpha) log b
+    - log(beta n^c) = 0, where H'(s) = 1 - sigmoid(s) + alpha sigmoid(s) lies between min(1, alpha) and
+    max(1, alpha): Newton steps on s converge in a few iterations wherever the root is, kept inside a shrinking
+    bracket (a step that leaves it bisects instead). Solved once per distinct size.
     """
     e_inf, b, log_beta, c, alpha = _cols(P)
     sizes, index = np.unique(n, return_inverse=True)
     positive = sizes > 0
-    f = np.exp(log_beta + c * np.log(np.where(positive, sizes, 1.0)))
-    lo, hi = np.zeros_like(f * b), np.broadcast_to(b, f.shape).copy()
-    for _ in range(40):
-        mid = (lo + hi) / 2
-        below = mid < f * (b - mid) ** alpha
-        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
-    return np.where(positive, (lo + hi) / 2, b)[:, index]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # b = 0 and beta n^c = 0 end at w = 0
+        offset = (1 - alpha) * np.log(b) - (log_beta + c * np.log(np.where(positive, sizes, 1.0)))
+        # H is close to s + offset far left and to alpha s + offset far right: start at the matching root.
+        s = np.clip(np.where(offset > 0, -offset, -offset / np.maximum(alpha, 1e-3)), -ROOT_BRACKET, ROOT_BRACKET)
+        lo, hi = np.full_like(s, -ROOT_BRACKET), np.full_like(s, ROOT_BRACKET)
+        for _ in range(MAX_ROOT_STEPS):
+            h = -np.logaddexp(0, -s) + alpha * np.logaddexp(0, s) + offset
+            lo, hi = np.where(h < 0, s, lo), np.where(h < 0, hi, s)
+            sigmoid = 1 / (1 + np.exp(-s))
+            step = s - h / (1 - sigmoid + alpha * sigmoid)
+            s = np.where((step >= lo) & (step <= hi), step, (lo + hi) / 2)
+    return np.where(positive, b / (1 + np.exp(-s)), b)[:, index]
 
 
 def _m4_model(P, n):
@@ -178,6 +196,7 @@ m4 = Form(
     asymptote=lambda P: 100.0 - P[:, 0],
     equivalent_size=_m4_equivalent,
     readable_params=lambda p: {"eps_inf": p[0], "eps_0": p[0] + p[1], "beta": np.exp(p[2]), "c": p[3], "alpha": p[4]},
+    degenerate=lambda P: P[:, 1] < DEGENERATE_GAIN,
 )
 
 
@@ -219,7 +238,7 @@ log_linear = Form(
     model=_log_linear_model,
     jacobian=_log_linear_jacobian,
     starts=_log_linear_starts,
-    asymptote=lambda P: np.full(len(P), np.nan),
+    asymptote=lambda P: np.where(P[:, 1] > 0, np.inf, np.where(P[:, 1] < 0, -np.inf, P[:, 0])),
     equivalent_size=_log_linear_equivalent,
     readable_params=lambda p: {"intercept": p[0], "gain_per_doubling": p[1], "n0": np.exp(p[2])},
 )
@@ -235,9 +254,11 @@ def robust_cost(residuals):
     return F_SCALE ** 2 * np.sum(np.sqrt(1 + z) - 1, axis=-1)
 
 
-def fit_one(form: Form, n: np.ndarray, y: np.ndarray, start) -> tuple[np.ndarray, float]:
-    """One robust, bounded least-squares fit from one start; returns (parameters, robust cost)."""
+def fit_one(form: Form, n: np.ndarray, y: np.ndarray, start, sd=None) -> tuple[np.ndarray, float]:
+    """One robust, bounded least-squares fit from one start, residuals in units of `sd` (default 1 point);
+    returns (parameters, robust cost)."""
     lower, upper = np.array(form.lower), np.array(form.upper)
+    sd = np.ones_like(y) if sd is None else np.asarray(sd, dtype=float)
     last = {}  # the model at the last p: least_squares asks for the Jacobian where it just evaluated the residuals
 
     def scores(p):
@@ -246,14 +267,16 @@ def fit_one(form: Form, n: np.ndarray, y: np.ndarray, start) -> tuple[np.ndarray
         return last["scores"]
 
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        result = least_squares(lambda p: scores(p) - y, np.clip(start, lower, upper),
-                               jac=lambda p: form.jacobian(p[None], n, scores(p)[None])[0], bounds=(lower, upper),
-                               loss="soft_l1", f_scale=F_SCALE, x_scale="jac", max_nfev=MAX_EVALUATIONS)
+        result = least_squares(lambda p: (scores(p) - y) / sd, np.clip(start, lower, upper),
+                               jac=lambda p: form.jacobian(p[None], n, scores(p)[None])[0] / sd[:, None],
+                               bounds=(lower, upper), loss="soft_l1", f_scale=F_SCALE, x_scale="jac",
+                               max_nfev=MAX_EVALUATIONS)
     return result.x, float(robust_cost(result.fun))
 
 
-def refit_many(form: Form, n: np.ndarray, Y: np.ndarray, p0: np.ndarray) -> np.ndarray:
-    """Fit the rows of Y (R x N, all at sizes n) at once, each starting from p0 (the full-data fit): (R x k).
+def refit_many(form: Form, n: np.ndarray, Y: np.ndarray, p0: np.ndarray, sd=None) -> np.ndarray:
+    """Fit the rows of Y (R x N, all at sizes n, residuals in units of `sd`) at once, each starting from p0 (the
+    fit to the measured data): (R x k).
 
     The same objective as `fit_one` (soft_l1, same bounds), minimised by a Levenberg-Marquardt loop that runs on all
     R curves together: each step solves R small k x k systems with iteratively reweighted Gauss-Newton (weights
@@ -262,15 +285,16 @@ def refit_many(form: Form, n: np.ndarray, Y: np.ndarray, p0: np.ndarray) -> np.n
     slower.
     """
     lower, upper = np.array(form.lower), np.array(form.upper)
+    sd = np.ones(len(n)) if sd is None else np.asarray(sd, dtype=float)
     P = np.tile(np.asarray(p0, dtype=float), (len(Y), 1))
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         scores = form.model(P, n)
-        cost = robust_cost(scores - Y)
+        cost = robust_cost((scores - Y) / sd)
         damping = np.full(len(Y), 1e-3)
         active = np.arange(len(Y))  # the curves still moving; only they are computed
         for _ in range(MAX_EVALUATIONS):
-            r = scores[active] - Y[active]
-            J = form.jacobian(P[active], n, scores[active])
+            r = (scores[active] - Y[active]) / sd
+            J = form.jacobian(P[active], n, scores[active]) / sd[:, None]
             JtW = np.swapaxes(J, 1, 2) / np.sqrt(1 + (r / F_SCALE) ** 2)[:, None, :]
             gradient = (JtW @ r[..., None])[..., 0]
             # A parameter on a bound that the descent direction pushes outwards stays put this step.
@@ -281,7 +305,7 @@ def refit_many(form: Form, n: np.ndarray, Y: np.ndarray, p0: np.ndarray) -> np.n
             lm = A + damping[active, None, None] * (diagonal[:, :, None] * np.eye(len(p0)))
             trial = np.clip(P[active] - np.linalg.solve(lm, gradient[..., None])[..., 0], lower, upper)
             trial_scores = form.model(trial, n)
-            trial_cost = robust_cost(trial_scores - Y[active])
+            trial_cost = robust_cost((trial_scores - Y[active]) / sd)
             better = trial_cost < cost[active]
             converged = better & (cost[active] - trial_cost < 1e-10 * (1 + cost[active]))
             kept = active[better]
@@ -293,24 +317,15 @@ def refit_many(form: Form, n: np.ndarray, Y: np.ndarray, p0: np.ndarray) -> np.n
     return P
 
 
-def fit_points(form: Form, n: np.ndarray, y: np.ndarray):
+def fit_points(form: Form, n: np.ndarray, y: np.ndarray, sd=None):
     """The best of several starts for one curve, or None when the points cannot pin down the form's parameters."""
     if len(np.unique(n)) < len(form.param_names):
         return None
-    fits = [fit_one(form, n, y, start) for start in form.starts(n, y)]
+    fits = [fit_one(form, n, y, start, sd) for start in form.starts(n, y)]
     return min(fits, key=lambda fit: fit[1])[0]
 
 
-def extrapolation_error(form: Form, n: np.ndarray, y: np.ndarray):
-    """Fit on all sizes but the largest, predict the largest: predicted minus measured mean, in points (or None)."""
-    largest = n.max()
-    p = fit_points(form, n[n < largest], y[n < largest])
-    if p is None:
-        return None
-    return float(form.model(p[None], np.array([largest]))[0, 0] - y[n == largest].mean())
-
-
 def gain_per_doubling(form: Form, P: np.ndarray, n_max: float) -> np.ndarray:
-    """s(2 n_max) - s(n_max) for each row of P."""
-    scores = form.model(P, np.array([n_max, 2.0 * n_max]))
+    """The gain over the doubling that ends at n_max, s(n_max) - s(n_max / 2), for each row of P."""
+    scores = form.model(P, np.array([n_max / 2, n_max]))
     return scores[:, 1] - scores[:, 0]

@@ -3,8 +3,9 @@
     python analysis/fit_curves.py --results STORAGE/EXP/results.csv --out STORAGE/EXP/analysis
     python analysis/fit_curves.py --experiment EXP --tracking-uri sqlite:///mlflow.db --out DIR
 
-Writes DIR/summary.json, DIR/report.md and one PNG per target; reading from MLflow, also logs them as artifacts
-of the sweep's parent run. Bad input: one line on stderr and exit status 2.
+Writes DIR/summary.json, DIR/report.md, one PNG per target and english_equivalent_multipliers.png (the
+English-equivalent size of the multilingual cells per language); reading from MLflow, also logs them as
+artifacts of the sweep's parent run. Bad input: one line on stderr and exit status 2.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ if __package__ in (None, ""):  # run by path: make the `analysis` package import
 from analysis import plots  # noqa: E402
 from analysis.answer import analyse  # noqa: E402
 from analysis.read_results import AnalysisInputError, log_artifacts, prepare, read_csv, read_mlflow  # noqa: E402
-from analysis.report import write_report, write_summary  # noqa: E402
+from analysis.report import MULTIPLIERS, write_report, write_summary  # noqa: E402
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,10 +55,10 @@ def run(args: argparse.Namespace) -> list[Path]:
     if args.out.exists() and any(args.out.iterdir()) and not args.overwrite:
         raise AnalysisInputError(f"{args.out} is not empty; choose another --out or pass --overwrite")
     if args.results is not None:
-        table, parent_run = read_csv(args.results), None
+        table, parent_run, left_out = read_csv(args.results), None, {}
         source = str(args.results)
     else:
-        table, parent_run = read_mlflow(args.experiment, args.tracking_uri)
+        table, parent_run, left_out = read_mlflow(args.experiment, args.tracking_uri)
         source = f"MLflow experiment '{args.experiment}' (run {parent_run})"
     rows, counts = prepare(table)
     curves, comparisons, tier_fits = analyse(rows, args.bootstrap, args.seed)
@@ -70,7 +71,10 @@ def run(args: argparse.Namespace) -> list[Path]:
         if fits:
             plot_files[target] = re.sub(r"[^\w.-]", "_", target) + ".png"
             plots.plot_target(target, fits, rows[rows["target_task"] == target], args.out / plot_files[target])
-    data = {"input": source, **counts, "bootstrap_resamples": args.bootstrap, "seed": args.seed}
+    if any(row["multiplier"] is not None for row in comparisons):
+        plot_files[MULTIPLIERS] = "english_equivalent_multipliers.png"
+        plots.plot_multipliers(comparisons, args.out / plot_files[MULTIPLIERS])
+    data = {"input": source, **counts, **left_out, "bootstrap_resamples": args.bootstrap, "seed": args.seed}
     write_summary(args.out / "summary.json", curves, comparisons, data)
     write_report(args.out / "report.md", curves, comparisons, data, metrics, plot_files)
     written = [args.out / "summary.json", args.out / "report.md"] + [args.out / f for f in plot_files.values()]

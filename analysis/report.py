@@ -4,10 +4,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from analysis import verdicts
 from analysis.curves import FORMS
-from analysis.read_results import AVG
-from analysis.verdicts import ci_words, size_words
+from analysis.languages import group_order, script, shares_english_script
+from analysis.method import method_text
+from analysis.schema import AVG
+from analysis.verdicts import ci_words, number, signed, size_words
+
+
+MULTIPLIERS = "(multipliers)"  # the key of the multiplier figure among the per-target figures (no task is named so)
 
 
 def write_summary(path: Path, curves, comparisons, data: dict) -> None:
@@ -27,6 +31,12 @@ def write_report(path: Path, curves, comparisons, data: dict, metrics: dict, plo
             lines.append(f"- **{target} / {language}**: " + _language_verdict(
                 [r for r in selected if (r["target_task"], r["language"]) == (target, language)],
                 [r for r in comparisons if (r["target_task"], r["language"]) == (target, language)]))
+    if comparisons:
+        lines += ["", "## English-equivalent size per language", ""]
+        if MULTIPLIERS in plots:
+            lines += [f"![English-equivalent multipliers]({plots[MULTIPLIERS]})", ""]
+        for target in sorted({row["target_task"] for row in comparisons}):
+            lines += _multiplier_table(target, [r for r in comparisons if r["target_task"] == target])
     for target in sorted(metrics):
         lines += ["", f"## {target} ({metrics[target]}, points)", ""]
         if target in plots:
@@ -35,17 +45,23 @@ def write_report(path: Path, curves, comparisons, data: dict, metrics: dict, plo
         target_comparisons = [row for row in comparisons if row["target_task"] == target]
         if target_comparisons:
             lines += [""] + _comparison_table(target_comparisons)
-    lines += ["", METHOD.format(n_boot=data["bootstrap_resamples"], seed=data["seed"], flat=verdicts.FLAT_GAIN)]
+    lines += ["", "## Design advice", ""] + _advice(selected, comparisons)
+    lines += ["", method_text(data["bootstrap_resamples"], data["seed"])]
     path.write_text("\n".join(lines) + "\n")
 
 
 def _input_line(data: dict) -> str:
     nan = data["nan_rows"]
     by_target = ", ".join(f"{k}: {v}" for k, v in sorted(data["nan_rows_by_target"].items()))
+    runs = ""
+    if "failed_runs" in data:
+        runs = (f" MLflow runs left out with their partial scores: {data['failed_runs']} FAILED (counted among the "
+                f"trials without any score), {data['killed_runs']} KILLED (stopped early by the scheduler).")
     return (f"Input: {data['input']}. Rows read: {data['rows_read']}. Rows with a NaN score, left out: {nan}"
-            f"{f' ({by_target})' if nan else ''}; trials without any score: {data['failed_trials']}. "
-            f"(Trial, target) pairs not selected: {data['trials_not_selected']} (see Method). "
-            f"Bootstrap: {data['bootstrap_resamples']} resamples, seed {data['seed']}.")
+            f"{f' ({by_target})' if nan else ''}; trials without any score: {data['failed_trials']}.{runs} "
+            f"Trials not selected: {data['trials_not_selected']} (one per cell and seed, chosen on validation; "
+            f"{data['chosen_without_objective']} of {data['cells_with_choice']} choices had no validation objective "
+            f"and kept the first trial). Bootstrap: {data['bootstrap_resamples']} resamples, seed {data['seed']}.")
 
 
 def _language_verdict(selected_rows, comparison_rows) -> str:
@@ -56,82 +72,107 @@ def _language_verdict(selected_rows, comparison_rows) -> str:
     return "; ".join(parts) + "."
 
 
+def _multiplier_table(target: str, rows) -> list:
+    lines = [f"### {target}", "", "| language | script | shares English script | multilingual cell | English tier "
+             "| English-equivalent size [95% CI] | multiplier [95% CI] | reading |", "|---" * 8 + "|"]
+    languages = sorted({row["language"] for row in rows if row["language"] != AVG}, key=group_order)
+    for language in languages + ([AVG] if any(row["language"] == AVG for row in rows) else []):
+        for row in _sorted_comparisons(r for r in rows if r["language"] == language):
+            if row["english_form"] is None:
+                continue
+            shares = "" if language == AVG else "yes" if shares_english_script(language) else "no"
+            lines.append(f"| {language} | {'' if language == AVG else script(language)} | {shares} | "
+                         f"{_cell(row)} | {row['english_tier']} | {_size_with_ci(row)} | "
+                         f"{_times(row['multiplier'])}{ci_words(row['multiplier_ci'], _times)} | {row['category']} |")
+    return lines + [""]
+
+
+def _times(x) -> str:
+    x = number(x)
+    return "never" if x == float("inf") else f"{x:,.0f}x" if x >= 10 else f"{x:.2g}x"
+
+
+def _cell(row) -> str:
+    return f"{row['multilingual_tier']} × {size_words(row['multilingual_size'])}"
+
+
+def _size_with_ci(row) -> str:
+    return size_words(number(row["english_equivalent_size"])) + ci_words(row["english_equivalent_size_ci"],
+                                                                          size_words)
+
+
+def _sorted_comparisons(rows):
+    return sorted(rows, key=lambda r: (r["multilingual_tier"], r["multilingual_size"], r["english_tier"]))
+
+
 def _curve_table(rows) -> list:
-    header = ("| language | English tier | selected form | ceiling [95% CI] "
-              "| gain per doubling at largest n [95% CI] | "
-              + " | ".join(f"extrapolation error, {form.name}" for form in FORMS) + " |")
-    lines = ["### English curves", "", header, "|" + "---|" * (5 + len(FORMS))]
+    header = ("| language | English tier | selected form (share of resamples) | ceiling [95% CI] "
+              "| gain over the doubling to the largest n [95% CI] | verdict | "
+              + " | ".join(f"rolling-origin error, {form.name}" for form in FORMS) + " |")
+    lines = ["### English curves", "", header, "|" + "---|" * (6 + len(FORMS))]
     by_curve = {}
     for row in rows:
-        by_curve.setdefault((row["language"], row["quality"]), {})[row["form"]] = row
+        by_curve.setdefault((row["language"], row["tier"]), {})[row["form"]] = row
     for language in language_order(language for language, _ in by_curve):
-        for quality in sorted(q for lang, q in by_curve if lang == language):
-            forms = by_curve[(language, quality)]
+        for tier in sorted(t for lang, t in by_curve if lang == language):
+            forms = by_curve[(language, tier)]
             chosen = next((row for row in forms.values() if row["selected"]), None)
             errors = [_error_cell(forms[form.name]) for form in FORMS]
             if chosen is None:
-                lines.append(f"| {language} | {quality} | none fitted | | | " + " | ".join(errors) + " |")
+                lines.append(f"| {language} | {tier} | none fitted | | | | " + " | ".join(errors) + " |")
                 continue
-            ceiling = "none" if chosen["asymptote"] is None else f"{chosen['asymptote']:.1f}"
-            gain = f"{chosen['gain_per_doubling_at_max']:+.2f}"
-            lines.append(f"| {language} | {quality} | {chosen['form']} | {ceiling}{ci_words(chosen['asymptote_ci'])} "
-                         f"| {gain}{ci_words(chosen['gain_per_doubling_ci'], lambda x: f'{x:+.2f}')} at "
-                         f"{size_words(chosen['largest_size'])} | " + " | ".join(errors) + " |")
+            share = f" ({chosen['form_share']:.0%})" if chosen["form_share"] is not None else ""
+            asymptote = number(chosen["asymptote"]) if chosen["asymptote"] is not None else float("nan")
+            ceiling = "none" if asymptote in (float("inf"), float("-inf")) else f"{asymptote:.1f}"
+            gain = (signed(chosen["gain_per_doubling_at_max"]) + ci_words(chosen["gain_per_doubling_ci"], signed)
+                    + f" to {size_words(chosen['largest_size'])}")
+            lines.append(f"| {language} | {tier} | {chosen['form']}{share} | {ceiling}"
+                         f"{ci_words(chosen['asymptote_ci'])} | {gain} | {' or '.join(chosen['categories'])} | "
+                         + " | ".join(errors) + " |")
     return lines
 
 
 def _error_cell(row) -> str:
     if row["extrapolation_error"] is None:
         return "–"
-    text = f"{row['extrapolation_error']:+.2f}"
+    text = f"{row['extrapolation_error']:.2f}"
+    if row["form_share"] is not None:
+        text += f" ({row['form_share']:.0%})"
     return f"**{text}**" if row["selected"] else text
 
 
 def _comparison_table(rows) -> list:
     lines = ["### Multilingual cells against the English curves", "",
-             "| language | multilingual cell | score | English tier | English-equivalent size [95% CI] | verdict |",
-             "|---|---|---|---|---|---|"]
+             "| language | multilingual cell | score [95% CI] | English tier | English-equivalent size [95% CI] | "
+             "minus English at its largest size [95% CI] | verdict |", "|---|---|---|---|---|---|---|"]
     for language in language_order(row["language"] for row in rows):
-        for row in sorted((r for r in rows if r["language"] == language),
-                          key=lambda r: (r["multilingual_quality"], r["multilingual_size"], r["english_quality"])):
-            size = row["english_equivalent_size"]
-            equivalent = ("never" if size is None and row["english_form"] else "–" if size is None
-                          else size_words(size) + ci_words(row["english_equivalent_size_ci"], size_words))
-            if row["ci_note"] and size is not None and row["english_equivalent_size_ci"] is None:
-                equivalent += " (no interval)"
-            lines.append(f"| {language} | {row['multilingual_quality']} × {size_words(row['multilingual_size'])} | "
-                         f"{row['multilingual_score']:.1f} | {row['english_quality']} | {equivalent} | "
-                         f"{row['verdict']} |")
+        for row in _sorted_comparisons(r for r in rows if r["language"] == language):
+            equivalent, difference = "–", "–"
+            if row["english_form"] is not None:
+                equivalent = _size_with_ci(row)
+                difference = signed(row["difference_at_largest"]) + ci_words(row["difference_at_largest_ci"], signed)
+            lines.append(f"| {language} | {_cell(row)} | {row['multilingual_score']:.1f}"
+                         f"{ci_words(row['multilingual_score_ci'])} | {row['english_tier']} | {equivalent} | "
+                         f"{difference} | {row['verdict']} |")
     return lines
 
 
-METHOD = """## Method
-
-- **Points.** Each English curve is the score against the English intermediate size n for one target, language and
-  quality tier; the baseline without intermediate training (source none) is its n = 0 point, shared by all tiers.
-  `avg` is the mean over a target's languages (computed per trial where the table lacks it). Rows with a NaN score
-  (failed trials) are left out and counted above.
-- **Trial selection.** For each (target, cell, seed) we keep one trial: the replicate-stage trial when there is one,
-  otherwise the search-stage trial with the best `avg` score on that target. Taking the best of several learning
-  rates by the very score we then plot biases a cell upwards, and more so in cells the searcher visited more often,
-  which bends the curve; replicate runs reuse hyperparameters chosen in the search and are not selected on their own
-  score, so they are preferred wherever they exist.
-- **Forms.** power_law: s(n) = s_inf - a (n + n0)^(-alpha); m4 (Alabdulmohsin et al. 2022) on the error e = 100 - s:
-  (e - e_inf) / (e_0 - e)^alpha = beta n^c; log_linear: s = b + k log2(n + n0) (no ceiling). Fitted with
-  scipy's least_squares, soft_l1 loss (scale 1 point), bounds and several starts; a form needs at least as many
-  distinct sizes as it has parameters.
-- **Selection by extrapolation.** Each form is refitted without the largest English size and predicts it; the
-  extrapolation error is predicted minus measured mean, in points. The form with the smallest absolute error is
-  selected (bold); when no form can be judged, the first fitted of power_law, m4, log_linear is used.
-- **Uncertainty.** {n_boot} bootstrap resamples (seed {seed}): within every cell the seeds are drawn with
-  replacement (and stretched about the cell mean by sqrt(k/(k-1)) for k seeds, since a plain resample of 3 values
-  understates the spread of their mean), the selected form is refitted (warm-started from the full fit), and every
-  derived number is recomputed; intervals are the 2.5% and 97.5% percentiles. Seeds are resampled within cells,
-  not as whole curves (3 seeds give only 10 distinct whole-curve resamples), which ignores the correlation the
-  nested subsets put between the sizes of one seed. A cell with a single seed gives no interval. ∞ in an interval:
-  in more than 2.5% of the resamples the English curve never reaches the score.
-- **Verdicts.** On the interval of the gain per doubling at the largest size (the point estimate when there is no
-  interval): a curve still rises when the interval lies above {flat} points (about the seed noise of one run), falls
-  when it lies below -{flat}, has flattened when it lies within ±{flat}, and otherwise may be flattening (or
-  falling). The English-equivalent size of a multilingual cell is the smallest n at which the
-  selected English curve reaches the cell's mean score; "never" when the ceiling stays below it."""
+def _advice(selected, comparisons) -> list:
+    lines = ["What the sweep could have seen, and what would decide what it could not (at 80% power, 5% two-sided; "
+             "see Method).", "", "| target | language | English tier | question | smallest detectable | "
+             "to decide it |", "|---|---|---|---|---|---|"]
+    for row in sorted(selected, key=lambda r: (r["target_task"], r["language"] != AVG, r["language"], r["tier"])):
+        advice = row["advice"] or {}
+        detectable = advice.get("smallest_detectable_gain")
+        lines.append(f"| {row['target_task']} | {row['language']} | {row['tier']} | gain per doubling at "
+                     f"{size_words(row['largest_size'])} ({' or '.join(row['categories'])}) | "
+                     f"{'–' if detectable is None else f'{detectable:.2f} points'} | "
+                     f"{advice.get('resolve', 'decided' if len(row['categories']) == 1 else '–')} |")
+    for row in sorted(comparisons, key=lambda r: (r["target_task"], r["language"] != AVG, r["language"])):
+        detectable = row["smallest_detectable_difference"]
+        advice = row["advice"] or {}
+        resolve = advice.get("resolve", "decided" if row["difference_at_largest_ci"] is not None else "–")
+        lines.append(f"| {row['target_task']} | {row['language']} | {row['english_tier']} | {_cell(row)} minus "
+                     f"English at {size_words(row['english_largest_size'])} | "
+                     f"{'–' if detectable is None else f'{detectable:.1f} points'} | {resolve} |")
+    return lines

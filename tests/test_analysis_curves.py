@@ -3,9 +3,10 @@ import numpy as np
 import pytest
 
 from analysis.answer import analyse
-from analysis.curves import FORMS, fit_one, fit_points, m4, power_law, refit_many
+from analysis.curves import FORMS, fit_one, fit_points, log_linear, m4, power_law, refit_many, robust_cost
 from analysis.read_results import prepare
 from analysis.synthetic import LADDER, TRUTH, power_law_score, synthetic_table
+from analysis.verdicts import number
 
 SIZES = np.repeat(np.array(LADDER, dtype=float), 3)
 PARAMS = {"power_law": [70.0, 30.0, np.log(500.0), 0.6], "m4": [30.0, 30.0, 5.0, -0.6, 0.8],
@@ -47,15 +48,35 @@ def test_equivalent_size_inverts_the_curve(form):
 
 @pytest.mark.parametrize("form", [power_law, m4], ids=lambda form: form.name)
 def test_vectorised_refit_matches_least_squares(form):
+    """Same weighted robust objective, same minimum: residuals in units of sd (here unequal, as cell means are)."""
     rng = np.random.default_rng(0)
-    y = power_law_score(SIZES, **TRUTH) + rng.normal(0, 0.5, len(SIZES))
-    Y = y + rng.normal(0, 0.3, (8, len(y)))
-    p = fit_points(form, SIZES, y)
-    P = refit_many(form, SIZES, Y, p)
+    sd = np.linspace(0.3, 1.5, len(SIZES))
+    y = power_law_score(SIZES, **TRUTH) + rng.normal(0, 1, len(SIZES)) * sd
+    Y = y + rng.normal(0, 1, (8, len(y))) * sd
+    p = fit_points(form, SIZES, y, sd)
+    P = refit_many(form, SIZES, Y, p, sd)
     for i in range(len(Y)):
-        _, cost = fit_one(form, SIZES, Y[i], p)
-        residuals = form.model(P[i:i + 1], SIZES)[0] - Y[i]
-        assert np.sum(np.sqrt(1 + residuals ** 2) - 1) == pytest.approx(cost, abs=1e-6)
+        _, cost = fit_one(form, SIZES, Y[i], p, sd)
+        residuals = (form.model(P[i:i + 1], SIZES)[0] - Y[i]) / sd
+        assert robust_cost(residuals) == pytest.approx(cost, abs=1e-6)
+
+
+def test_m4_root_matches_bisection_over_its_parameter_range():
+    """The Newton root of the M4 equation agrees with 100 plain bisections anywhere inside the bounds."""
+    rng = np.random.default_rng(1)
+    lower, upper = np.array(m4.lower), np.array(m4.upper)
+    P = lower + rng.random((5000, 5)) * (upper - lower)
+    n = np.array(LADDER[1:], dtype=float)
+    e_inf, b, log_beta, c, alpha = (P[:, i:i + 1] for i in range(5))
+    f = np.exp(log_beta + c * np.log(n))
+    lo, hi = np.zeros_like(f * b), np.broadcast_to(b, f.shape).copy()
+    with np.errstate(over="ignore"):
+        for _ in range(100):
+            mid = (lo + hi) / 2
+            below = mid < f * (b - mid) ** alpha
+            lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    expected = 100.0 - e_inf - (lo + hi) / 2
+    np.testing.assert_allclose(m4.model(P, n), expected, rtol=0, atol=1e-9)
 
 
 def test_a_form_needs_as_many_sizes_as_parameters():
@@ -77,11 +98,13 @@ def test_recovers_known_curve_and_english_equivalent_size(rng_seed):
     assert fitted["s_inf"] == pytest.approx(TRUTH["s_inf"], abs=1)
     assert fitted["alpha"] == pytest.approx(TRUTH["alpha"], rel=0.2)
     selected = one(curves, language="fr", selected=True)
-    assert selected["asymptote_ci"][0] < selected["asymptote"] < selected["asymptote_ci"][1]
+    low, high = (number(end) for end in selected["asymptote_ci"])
+    assert low < number(selected["asymptote"]) < high
+    assert low < TRUTH["s_inf"] < high
     comparison = one(comparisons, language="fr")
     assert true_size / 1.5 < comparison["english_equivalent_size"] < true_size * 1.5
-    low, high = comparison["english_equivalent_size_ci"]
-    assert low < comparison["english_equivalent_size"] < high
+    low, high = (number(end) for end in comparison["english_equivalent_size_ci"])
+    assert low < comparison["english_equivalent_size"] < high and low < true_size < high
     for row in curves:
         if row["language"] == "fr":
             assert row["extrapolation_error"] is not None

@@ -1,4 +1,4 @@
-"""Real sweeps are messy: trial selection, missing cells, a single seed, flat and falling curves, failed trials."""
+"""Real sweeps are messy: missing cells, a single seed, flat and falling curves, failed trials."""
 import numpy as np
 import pandas as pd
 import pytest
@@ -6,6 +6,7 @@ import pytest
 from analysis.answer import analyse
 from analysis.read_results import AnalysisInputError, prepare, validate
 from analysis.synthetic import TRUTH, synthetic_table
+from analysis.verdicts import number
 
 SHORT_LADDER = (0, 250, 1000, 4000, 16000)
 
@@ -35,21 +36,6 @@ def test_adds_avg_rows_only_where_missing():
     assert (rows.loc[rows["language"] == "avg", "score"] == 99.0).all()
 
 
-def test_trial_selection_prefers_replicates_then_best_avg():
-    base = dict(source="english", quality="clean", size=1000, lr_intermediate=1e-5, target_task="genre",
-                language="avg", metric="accuracy")
-    trials = pd.DataFrame([
-        dict(base, trial_id="s1", stage="search", seed=0, lr_target=1e-5, score=70.0),
-        dict(base, trial_id="s2", stage="search", seed=0, lr_target=3e-5, score=75.0),
-        dict(base, trial_id="r1", stage="replicate", seed=0, lr_target=3e-5, score=72.0),
-        dict(base, trial_id="s3", stage="search", seed=1, lr_target=1e-5, score=60.0),
-        dict(base, trial_id="s4", stage="search", seed=1, lr_target=3e-5, score=65.0),
-    ])
-    rows, counts = prepare(validate(trials, "t"))
-    assert sorted(rows["trial_id"]) == ["r1", "s4"]
-    assert counts["trials_not_selected"] == 3
-
-
 def test_single_seed_gives_no_interval_with_a_reason():
     table = synthetic_table({"clean": TRUTH}, sizes=SHORT_LADDER, seeds=1, multilingual={("hq", 1000): 65.0})
     curves, comparisons, _ = run(table)
@@ -63,13 +49,30 @@ def test_single_seed_gives_no_interval_with_a_reason():
     assert comparison["ci_note"].startswith("cannot be estimated")
 
 
-def test_flat_curve_has_flattened():
+def test_single_seed_with_test_set_size_gives_test_noise_intervals():
+    """One seed, but the table says how many test examples each score has: the binomial noise alone gives an
+    interval, and the note says that seed noise is not in it."""
+    table = synthetic_table({"clean": TRUTH}, sizes=SHORT_LADDER, seeds=1, test_examples=400,
+                            multilingual={("hq", 1000): 65.0})
+    curves, comparisons, _ = run(table)
+    selected = one(curves, language="fr", selected=True)
+    low, high = (number(end) for end in selected["gain_per_doubling_ci"])
+    assert low <= selected["gain_per_doubling_at_max"] <= high and high > low
+    assert selected["ci_note"].startswith("test-set noise only")
+    assert one(comparisons, language="fr")["english_equivalent_size_ci"] is not None
+
+
+def test_flat_curve_is_flat_and_never_reaches_a_better_cell():
     flat = dict(TRUTH, a=0.0)
     curves, comparisons, _ = run(synthetic_table({"clean": flat}, multilingual={("hq", 1000): 80.0}))
     selected = one(curves, language="fr", selected=True)
     assert selected["gain_per_doubling_at_max"] == pytest.approx(0, abs=0.1)
-    assert "has flattened" in selected["verdict"]
-    assert one(comparisons, language="fr")["english_equivalent_size"] is None
+    assert "flat" in selected["categories"] and "falling" not in selected["categories"]
+    comparison = one(comparisons, language="fr")
+    assert comparison["english_equivalent_size"] == "inf"
+    assert comparison["category"] in ("never", "never in the selected form")
+    assert number(comparison["english_equivalent_size_ci"][0]) > 10 * 64000  # far beyond the largest size
+    assert number(comparison["english_equivalent_size_ci"][1]) == float("inf")
 
 
 def test_falling_curve_falls():
@@ -78,8 +81,8 @@ def test_falling_curve_falls():
                                                  multilingual={("hq", 1000): 80.0, ("hq", 250): 50.0}))
     selected = one(curves, language="fr", selected=True)
     assert selected["gain_per_doubling_at_max"] < 0
-    assert "falls" in selected["verdict"]
-    assert one(comparisons, language="fr", multilingual_size=1000)["english_equivalent_size"] is None
+    assert selected["categories"] == ["falling"] and "is falling" in selected["verdict"]
+    assert one(comparisons, language="fr", multilingual_size=1000)["english_equivalent_size"] == "inf"
     assert one(comparisons, language="fr", multilingual_size=250)["english_equivalent_size"] == 0
 
 
@@ -89,7 +92,7 @@ def test_missing_cells_and_nan_scores_are_handled_and_counted():
     missing = ((table["language"] == "de") & (table["quality"] == "raw") & (table["size"] == 4000)) | (
         (table["language"] == "fr") & (table["source"] == "multilingual"))
     table = table[~missing].copy()
-    failed_trial = table["trial_id"] == "genre-english-clean-1000-0"
+    failed_trial = table["trial_id"] == "english-clean-1000-0"
     table.loc[failed_trial, "score"] = np.nan
     table.loc[table.index[0], "score"] = np.nan  # one language of one baseline trial
     curves, comparisons, counts = run(table)
