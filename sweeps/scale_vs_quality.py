@@ -11,11 +11,16 @@ Stage 2 (replicate): each cell's best hyperparameters rerun with more seeds (and
 trial gets one), which gives the analysis its confidence intervals.
 Everything lands in STORAGE/EXPERIMENT: results.csv, the MLflow store (mlflow.db), the Optuna study
 (optuna.db), the Tune experiments, trial checkpoints, the phase-2 cache and the analysis report.
+
+Exit status: 0 when every trial finished and the analysis ran; 1 when a trial ended in an error (the sweep still
+finishes the others and the analysis; the failed trials, their first error lines and the --resume command that
+reruns them are printed); 2 for bad input (nothing ran); 3 when only the analysis failed.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -29,29 +34,41 @@ from sweeps.checks import check_address, check_inputs, connect_ray  # noqa: E402
 from trainables.errors import UserError, exit_on_user_error  # noqa: E402
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: 'error: ...' on stderr and exit status 2, no usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--address", default="local",
                         help="Ray cluster: 'local' (start one in this process, dashboard on 127.0.0.1:8265), "
                              "'auto' (the cluster `ray start` made on this machine), 'ray://HOST:PORT' "
                              "(Ray client) or HOST:PORT (default: local)")
     parser.add_argument("--preset", default="laptop",
                         help=f"what to sweep: {', '.join(PRESETS)} (default: laptop; see search_spaces/presets.py)")
-    parser.add_argument("--experiment", help="sweep name: folder under --storage-path and MLflow experiment "
-                                             "(default: scale-vs-quality-PRESET)")
+    parser.add_argument("--experiment", type=_experiment_name,
+                        help="sweep name: folder under --storage-path and MLflow experiment "
+                             "(default: scale-vs-quality-PRESET)")
     parser.add_argument("--storage-path", default="sweep_results",
                         help="folder for everything the sweep writes (default: ./sweep_results)")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI, e.g. http://127.0.0.1:5000 "
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI: http(s)://HOST:PORT, sqlite:///FILE.db, "
+                                               "postgresql://, mysql:// or mssql:// "
                                                "(default: sqlite:///STORAGE/EXPERIMENT/mlflow.db)")
-    parser.add_argument("--num-samples", type=int,
+    parser.add_argument("--num-samples", type=_at_least_1,
                         help="search-stage trials in all; at least one per data cell (default: cells + the "
                              "preset's extra trials)")
-    parser.add_argument("--max-concurrent", type=int, help="trials at once (default: the preset's)")
-    parser.add_argument("--seeds", type=int, help="seeds per data cell; seeds beyond the first are the "
-                                                  "replicate stage (default: the preset's)")
+    parser.add_argument("--max-concurrent", type=_at_least_1, help="trials at once (default: the preset's)")
+    parser.add_argument("--seeds", type=_at_least_1, help="seeds per data cell; seeds beyond the first are the "
+                                                          "replicate stage (default: the preset's)")
     parser.add_argument("--english-sizes", type=_sizes, help="override the English size ladder, e.g. 0,500,2000")
     parser.add_argument("--multilingual-sizes", type=_sizes, help="override the multilingual sizes, e.g. 500,1000")
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"),
+                        help="training and evaluation arithmetic: auto = bf16 autocast where the device does bf16 "
+                             "natively (CPUs with AMX or AVX512-BF16, recent GPUs), else fp32 (default: the "
+                             "preset's, auto)")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted sweep: finished trials are kept, the Optuna study goes on")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and its estimated cost, run nothing")
@@ -59,14 +76,35 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _at_least_1(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {number}")
+    return number
+
+
 def _sizes(text: str) -> tuple[int, ...]:
     try:
         sizes = tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of sizes") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of sizes, e.g. 0,500,2000") \
+            from None
     if any(size < 0 for size in sizes):
-        raise argparse.ArgumentTypeError("sizes cannot be negative")
+        raise argparse.ArgumentTypeError(f"sizes cannot be negative ({text})")
+    repeated = sorted({size for size in sizes if sizes.count(size) > 1})
+    if repeated:
+        raise argparse.ArgumentTypeError(f"size {repeated[0]} is listed twice ({text})")
     return sizes
+
+
+def _experiment_name(text: str) -> str:
+    if not text.strip() or text in (".", "..") or any(sep in text for sep in ("/", "\\", "\0")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a plain folder name: give a name without '/', and "
+                                         "--storage-path for where it goes")
+    return text
 
 
 def plan(preset: Preset, args) -> dict:
@@ -78,7 +116,9 @@ def plan(preset: Preset, args) -> dict:
     seeds = args.seeds if args.seeds is not None else preset.seeds
     if seeds < 1:
         raise UserError("--seeds must be at least 1")
-    concurrent = args.max_concurrent or preset.max_concurrent
+    concurrent = args.max_concurrent if args.max_concurrent is not None else preset.max_concurrent
+    if concurrent < 1:
+        raise UserError("--max-concurrent must be at least 1")
     trials = num_samples + len(cells) * (seeds - 1)
     return {"cells": cells, "num_samples": num_samples, "seeds": seeds, "max_concurrent": concurrent,
             "trials": trials,
@@ -110,6 +150,8 @@ def main(argv=None) -> int:
             preset = preset.with_overrides(english_sizes=args.english_sizes)
         if args.multilingual_sizes:
             preset = preset.with_overrides(multilingual_sizes=args.multilingual_sizes)
+        if args.precision:
+            preset = preset.with_overrides(precision=args.precision)
         check_address(args.address)
         experiment = args.experiment or f"scale-vs-quality-{preset.name}"
         experiment_dir = Path(args.storage_path).resolve() / experiment
@@ -121,28 +163,37 @@ def main(argv=None) -> int:
             return 0
         connect_ray(args.address)
 
-    from sweeps.stages import run_sweep   # imports Ray Tune, Optuna and MLflow: only when there is work
-    report = run_sweep(preset, the_plan, experiment=experiment, experiment_dir=experiment_dir,
-                       tracking_uri=tracking_uri, resume=args.resume)
-    if not args.no_analysis:
-        run_analysis(experiment_dir, experiment, tracking_uri)
-    print(report)
-    return 0
+    # After the sweep finished what it could: exit 1 when any trial ended in an error (a summary of them and the
+    # resume command on stderr), else 3 when the analysis failed, else 0.
+    from sweeps.stages import finish_sweep, run_sweep   # imports Ray Tune, Optuna and MLflow: only when needed
+    outcome = run_sweep(preset, the_plan, experiment=experiment, experiment_dir=experiment_dir,
+                        tracking_uri=tracking_uri, resume=args.resume, resume_command=resume_command(argv))
+    analysis = None if args.no_analysis else run_analysis(experiment_dir, experiment, tracking_uri)
+    code, summary = finish_sweep(outcome, analysis)
+    print(summary, file=sys.stderr if code else sys.stdout)
+    print(f"MLflow: mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 (Views menu: 'Test scores per "
+          f"trial'); Optuna: optuna-dashboard sqlite:///{experiment_dir / 'optuna.db'}")
+    return code
 
 
-def run_analysis(experiment_dir: Path, experiment: str, tracking_uri: str) -> None:
-    script = REPO / "analysis" / "fit_curves.py"
-    if not script.exists():
-        print("analysis/fit_curves.py not found: skipping the analysis", file=sys.stderr)
-        return
+def resume_command(argv=None) -> str:
+    """The command that continues this sweep: the same arguments, with --resume."""
+    args = [arg for arg in (sys.argv[1:] if argv is None else argv) if arg != "--resume"]
+    script = Path(__file__).resolve()
+    shown = os.path.relpath(script) if script.is_relative_to(Path.cwd()) else str(script)
+    return shlex.join(["python", shown, *args, "--resume"])
+
+
+def run_analysis(experiment_dir: Path, experiment: str, tracking_uri: str) -> tuple[int, str]:
+    """Fit the curves (analysis/fit_curves.py, which also logs its report to the MLflow parent run); returns its
+    exit status and the command that reruns it."""
     out = experiment_dir / "analysis"
-    command = [sys.executable, str(script), "--experiment", experiment, "--tracking-uri", tracking_uri,
-               "--out", str(out), "--overwrite"]
+    command = [sys.executable, str(REPO / "analysis" / "fit_curves.py"), "--experiment", experiment,
+               "--tracking-uri", tracking_uri, "--out", str(out), "--overwrite"]
     done = subprocess.run(command, env={**os.environ, "PYTHONPATH": str(REPO)})
     if done.returncode == 0:
         print(f"analysis report: {out / 'report.md'} (also an artifact of the sweep's MLflow parent run)")
-    else:
-        print(f"the analysis failed (exit {done.returncode}); rerun it with: {' '.join(command)}", file=sys.stderr)
+    return done.returncode, shlex.join(command)
 
 
 if __name__ == "__main__":

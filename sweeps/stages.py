@@ -4,6 +4,9 @@ search:    OptunaSearch (TPE, study in STORAGE/EXPERIMENT/optuna.db) over the da
            hyperparameters; points_to_evaluate puts every cell in once first; ASHA stops weak extra trials.
 replicate: every cell's best finished configuration with the seeds it still lacks (and a default configuration
            for a cell the search left without a finished trial), so no curve point is missing.
+--resume restores each stage the sweep reached: unfinished and failed trials run again under their own trial ids,
+finished ones are kept. `finish_sweep` then reports what became of the trials (read back from MLflow, the one record
+results.csv agrees with) and gives the exit status: 1 when any trial ended in an error, 3 when the analysis failed.
 """
 from __future__ import annotations
 
@@ -19,9 +22,10 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
+from analysis.schema import OBJECTIVE
 from search_spaces.hyperparameters import default_point
 from search_spaces.presets import Preset
-from sweeps.tracking import SweepTracker, TrackingCallback, save_json
+from sweeps.tracking import SweepTracker, TrackingCallback, artifact_location, cell_label, save_json
 from trainables.tasks import get_task
 from trainables.three_phase import run_trial
 
@@ -54,6 +58,59 @@ class CoveringASHA(ASHAScheduler):
             else decision
 
 
+class SweepOptunaSearch(OptunaSearch):
+    """OptunaSearch whose study says what became of each trial, for optuna-dashboard and for TPE: COMPLETE with the
+    final objective for a trial that finished, PRUNED for one ASHA stopped (its running objective covers only some
+    targets), FAIL for one that errored. Each Optuna trial carries the Tune trial id and the cell as user attributes."""
+
+    def suggest(self, trial_id: str):
+        config = super().suggest(trial_id)
+        ot_trial = self._ot_trials.get(trial_id)
+        if config is not None and ot_trial is not None:
+            ot_trial.set_user_attr("tune_trial_id", trial_id)
+            ot_trial.set_user_attr("cell", cell_label(config["cell"]))
+        return config
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is None or trial_id in self._completed_trials:
+            return   # a rerun of a trial the study already closed: record_reruns adds it after the stage
+        value = (result or {}).get(self.metric)
+        finished = (not error and (result or {}).get("trial_complete") == 1 and isinstance(value, (int, float))
+                    and math.isfinite(value))
+        state = (optuna.trial.TrialState.COMPLETE if finished else
+                 optuna.trial.TrialState.FAIL if error else optuna.trial.TrialState.PRUNED)
+        self._ot_study.tell(ot_trial, value if finished else None, state=state)
+        self._completed_trials.add(trial_id)
+
+
+def optuna_study(experiment: str, experiment_dir: Path) -> optuna.Study:
+    return optuna.load_study(study_name=f"{experiment}-search", storage=_optuna_storage(experiment_dir))
+
+
+def _optuna_storage(experiment_dir: Path) -> optuna.storages.RDBStorage:
+    return optuna.storages.RDBStorage(f"sqlite:///{experiment_dir / 'optuna.db'}")
+
+
+def record_reruns(study: optuna.Study, space: dict, results) -> int:
+    """Add to the study, as COMPLETE trials, the search trials that finished in a rerun (`--resume` after an error):
+    Optuna never reopens a trial it closed as FAIL, and Tune does not tell the searcher about reruns."""
+    told = {t.user_attrs.get("tune_trial_id") for t in study.get_trials(deepcopy=False,
+                                                                        states=(optuna.trial.TrialState.COMPLETE,))}
+    added = 0
+    for result in results:
+        metrics, config = result.metrics or {}, result.config or {}
+        value = metrics.get(OBJECTIVE)
+        if (metrics.get("trial_complete") != 1 or metrics.get("trial_id") in told or value is None
+                or not math.isfinite(value)):
+            continue
+        study.add_trial(optuna.trial.create_trial(
+            params={name: config[name] for name in space}, distributions=space, value=value,
+            user_attrs={"tune_trial_id": metrics["trial_id"], "cell": cell_label(config["cell"]), "rerun": True}))
+        added += 1
+    return added
+
+
 def optuna_space(preset: Preset, cells: list[str]) -> dict:
     space = {"cell": optuna.distributions.CategoricalDistribution(cells)}
     for name, value in preset.hyperparameters.items():
@@ -66,7 +123,8 @@ def optuna_space(preset: Preset, cells: list[str]) -> dict:
 
 def _tuner(name: str, experiment_dir: Path, resume: bool, callback, param_space: dict,
            make_tune_config) -> tune.Tuner:
-    """A restored Tune experiment when resuming one that exists, else a new one."""
+    """A restored Tune experiment when resuming one that exists (its errored and unfinished trials run again under
+    their own trial ids, finished ones are kept), else a new one."""
     path = experiment_dir / "tune" / name
     if resume and tune.Tuner.can_restore(str(path)):
         return tune.Tuner.restore(str(path), TRAINABLE, resume_unfinished=True, resume_errored=True)
@@ -76,12 +134,16 @@ def _tuner(name: str, experiment_dir: Path, resume: bool, callback, param_space:
 
 
 def run_sweep(preset: Preset, plan: dict, *, experiment: str, experiment_dir: Path, tracking_uri: str,
-              resume: bool) -> str:
+              resume: bool, resume_command: str = "") -> dict:
+    """Run (or resume) both stages; returns the outcome read back from MLflow (SweepTracker.outcome) plus the
+    tracker, whose parent run `finish_sweep` closes once the analysis has run."""
     state_path = experiment_dir / "sweep_state.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {"stage": "search"}
     state.update(preset=preset.name, plan={k: v for k, v in plan.items() if k != "cells"})
     save_json(state_path, state)
 
+    tracker = SweepTracker(tracking_uri, experiment, preset.name, artifact_location(tracking_uri, experiment_dir))
+    tracker.start(sweep_note(preset, plan, experiment_dir, resume_command), preset.targets)
     constants = preset.trial_constants()
     constants.update(storage_path=str(experiment_dir), cache_dir=str(experiment_dir / "phase2_cache"))
     cells = [cell.cell_id for cell in plan["cells"]]
@@ -91,38 +153,83 @@ def run_sweep(preset: Preset, plan: dict, *, experiment: str, experiment_dir: Pa
         return TrackingCallback(tracking_uri, experiment, preset.name, experiment_dir / "results.csv", stage,
                                 metric_names, cells)
 
+    # A resumed sweep restores each stage it reached, so that trials that failed there run again.
+    search = _tuner("search", experiment_dir, resume, callback("search"), constants,
+                    lambda: _search_config(preset, plan, cells, experiment, experiment_dir))
+    search_results = search.fit()
+    record_reruns(optuna_study(experiment, experiment_dir), optuna_space(preset, cells), search_results)
     if state["stage"] == "search":
-        search = _tuner("search", experiment_dir, resume, callback("search"), constants,
-                        lambda: _search_config(preset, plan, cells, experiment, experiment_dir))
-        search_results = search.fit()
         state["stage"] = "replicate"
         save_json(state_path, state)
-    else:
-        search_results = tune.Tuner.restore(str(experiment_dir / "tune" / "search"), TRAINABLE).get_results()
 
     replicas = replicate_configs(preset, plan["seeds"], cells, search_results)
-    if state["stage"] == "replicate" and replicas:
+    if replicas or (resume and tune.Tuner.can_restore(str(experiment_dir / "tune" / "replicate"))):
         # BasicVariantGenerator fills points_to_evaluate into keys the param_space already has.
         replicate = _tuner("replicate", experiment_dir, resume, callback("replicate"),
-                           {**constants, **replicas[0]}, lambda: tune.TuneConfig(
+                           {**constants, **(replicas or [{}])[0]}, lambda: tune.TuneConfig(
             search_alg=BasicVariantGenerator(points_to_evaluate=replicas), num_samples=len(replicas),
             max_concurrent_trials=plan["max_concurrent"]))
         replicate.fit()
     state["stage"] = "done"
     save_json(state_path, state)
-    SweepTracker(tracking_uri, experiment, preset.name).close()   # the parent run shows as finished in the UI
-    return (f"sweep {experiment} done: {len(cells)} cells, results in {experiment_dir / 'results.csv'}, "
-            f"MLflow: mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1")
+    orphans = tracker.mark_orphans()
+    outcome = tracker.outcome()
+    tracker.update_view(preset.targets, outcome["languages"])
+    return {**outcome, "orphans": orphans, "tracker": tracker, "experiment": experiment,
+            "results": experiment_dir / "results.csv", "resume_command": resume_command}
+
+
+def sweep_note(preset: Preset, plan: dict, experiment_dir: Path, resume_command: str) -> str:
+    cells = plan["cells"]
+    replicas = len(cells) * (plan["seeds"] - 1)
+    return (f"Preset `{preset.name}`: model `{preset.model}`, targets {', '.join(preset.targets)}; "
+            f"{len(cells)} data cells ({', '.join(cell_label(cell.cell_id) for cell in cells)}).\n"
+            f"Search stage: {plan['num_samples']} trials (Optuna TPE + ASHA); replicate stage: {replicas} trials "
+            f"({plan['seeds']} seeds per cell), and seed 0 of any cell the search left without a finished trial; "
+            f"{plan['max_concurrent']} at once.\n"
+            f"Storage: `{experiment_dir}` (results.csv, optuna.db, tune/)."
+            + (f"\nResume: `{resume_command}`" if resume_command else ""))
+
+
+EXIT_TRIALS_FAILED, EXIT_ANALYSIS_FAILED = 1, 3
+
+
+def finish_sweep(outcome: dict, analysis: tuple[int, str] | None) -> tuple[int, str]:
+    """Print what became of the trials (the failed ones with their first error lines and the resume command) and of
+    the analysis, close the MLflow parent run with the same words, and return the exit status: 1 when any trial
+    ended in an error, else 3 when the analysis failed, else 0."""
+    counts = outcome["counts"]
+    lines = [f"sweep {outcome['experiment']}: {outcome['trials']} trials, {counts['FINISHED']} finished, "
+             f"{counts['FAILED']} failed, {counts['KILLED']} stopped early (ASHA)"
+             + (f" or orphaned by a dead driver ({outcome['orphans']})" if outcome["orphans"] else "")
+             + f"; results: {outcome['results']}"]
+    if outcome["failures"]:
+        lines.append(f"{len(outcome['failures'])} trial(s) ended in an error (MLflow status FAILED, NaN scores in "
+                     "results.csv):")
+        for failure in outcome["failures"]:
+            error = failure["error"].replace("\n", "\n      ")
+            lines.append(f"  {failure['name']} [{failure['trial']}]:\n      {error}")
+        lines.append("after fixing the cause, rerun them (finished trials are kept): " + outcome["resume_command"])
+    code = EXIT_TRIALS_FAILED if outcome["failures"] else 0
+    if analysis is not None and analysis[0] != 0:
+        lines.append(f"the analysis failed (exit {analysis[0]}); rerun it with: {analysis[1]}")
+        code = code or EXIT_ANALYSIS_FAILED
+    summary = "\n".join(lines)
+    outcome["tracker"].close("FINISHED" if code == 0 else "FAILED", summary, tags={
+        "xstilts.trials": outcome["trials"], "xstilts.trials_failed": counts["FAILED"],
+        "xstilts.trials_killed": counts["KILLED"], "xstilts.analysis": "skipped" if analysis is None else
+        "ok" if analysis[0] == 0 else f"failed (exit {analysis[0]})"})
+    return code, summary
 
 
 def _search_config(preset: Preset, plan: dict, cells: list[str], experiment: str,
                    experiment_dir: Path) -> tune.TuneConfig:
     start = default_point(preset.hyperparameters)
-    searcher = OptunaSearch(
-        space=optuna_space(preset, cells), metric="objective", mode="max",
+    searcher = SweepOptunaSearch(
+        space=optuna_space(preset, cells), metric=OBJECTIVE, mode="max",
         points_to_evaluate=[{"cell": cell, **start} for cell in cells],
         sampler=optuna.samplers.TPESampler(seed=0), study_name=f"{experiment}-search",
-        storage=optuna.storages.RDBStorage(f"sqlite:///{experiment_dir / 'optuna.db'}"))
+        storage=_optuna_storage(experiment_dir))
     # ASHA compares trials on the running objective (reported after each target's evaluation) at milestones of
     # the global step. A cell that still ends without a finished trial gets one in the replicate stage.
     scheduler = CoveringASHA(time_attr="global_step", metric="objective", mode="max",

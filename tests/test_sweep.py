@@ -1,6 +1,10 @@
 """The sweep command: input errors (fast), and the smoke preset end to end, killed and resumed (slow: real Ray)."""
 import csv
+import json
 import os
+import re
+import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -57,6 +61,21 @@ def test_dry_run_prints_the_plan(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.fixture
+def reap_ray(monkeypatch):
+    """Now and then a process of the local Ray runtime a sweep started outlives it (a `ray::TrainController` of a
+    finished trial, reparented to init): once the test is over, kill the processes that carry its marker."""
+    marker = f"XSTILTS_TEST_RUN={secrets.token_hex(8)}".encode()
+    monkeypatch.setenv(*marker.decode().split("="))
+    yield
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and marker in (proc / "environ").read_bytes().split(b"\0"):
+                os.kill(int(proc.name), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            pass
+
+
 def rows(experiment_dir):
     with open(experiment_dir / "results.csv", newline="") as handle:
         return list(csv.DictReader(handle))
@@ -66,47 +85,107 @@ def finished_trials(experiment_dir):
     return {row["trial_id"] for row in rows(experiment_dir)} if (experiment_dir / "results.csv").exists() else set()
 
 
-def check_complete_sweep(experiment_dir, experiment):
-    import mlflow
+def scored(row):
+    return row["score"] not in ("", "nan")
 
-    table = rows(experiment_dir)
-    # one row per (trial, target, language), no duplicates, every cell covered with real scores
-    keys = Counter((r["stage"], r["trial_id"], r["target_task"], r["language"]) for r in table)
-    assert max(keys.values()) == 1
-    cells = {(r["source"], r["quality"], r["size"]) for r in table if r["score"] not in ("", "nan")}
-    assert cells == {("none", "none", "0"), ("english", "random", "32"), ("english", "random", "96"),
-                     ("english", "hard", "32"), ("english", "hard", "96"), ("multilingual", "random", "32")}
-    assert {r["language"] for r in table if r["target_task"] == "genre"} == {"en", "fr", "de", "avg"}
-    assert {r["language"] for r in table if r["target_task"] == "retrieval"} == {"fr", "de", "avg"}
-    assert all(0 <= float(r["score"]) <= 100 for r in table)
-    trials = {r["trial_id"] for r in table}
+
+# The sweep command with extra trial-config keys in the smoke preset: how a test injects faults into real trials
+# (trainables/three_phase.py: `fail_at_step` kills rank 0 once per cell and step; `max_failures` 0 lets it fail).
+DRIVER = """import sys
+from search_spaces import hyperparameters as hp
+from search_spaces.presets import PRESETS
+PRESETS["smoke"] = PRESETS["smoke"].with_overrides(hyperparameters={**hp.SMOKE, **%r})
+from sweeps.scale_vs_quality import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def sweep_with(trial_config: dict, *args):
+    return subprocess.run([sys.executable, "-c", DRIVER % trial_config, *args], capture_output=True, text=True,
+                          timeout=900, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), "RAY_DEDUP_LOGS": "0"})
+
+
+def mlflow_runs(experiment_dir, experiment):
+    """(the parent run, the trial runs) of the sweep."""
+    import mlflow
 
     client = mlflow.tracking.MlflowClient(f"sqlite:///{experiment_dir / 'mlflow.db'}")
     exp = client.get_experiment_by_name(experiment)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     parents = client.search_runs([exp.experiment_id], "tags.`xstilts.role` = 'sweep'")
     children = client.search_runs([exp.experiment_id], "tags.`xstilts.role` = 'trial'")
-    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(parents) == 1
     assert Counter(run.data.tags["xstilts.trial_key"] for run in children).most_common(1)[0][1] == 1
-    assert {run.data.params["trial_id"] for run in children} >= trials
-    finished = [run for run in children if run.data.params["trial_id"] in trials]
-    for run in finished:
-        assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
-        assert run.data.tags["xstilts.preset"] == "smoke" and run.data.tags["xstilts.stage"] == "search"
+    return client, parents[0], children
+
+
+def check_one_record(experiment_dir, experiment):
+    """results.csv and MLflow hold the same trials and scores: a FINISHED run per scored trial with its scores,
+    a FAILED run per trial with NaN rows, KILLED runs (stopped early) without rows."""
+    table = rows(experiment_dir)
+    keys = Counter((r["stage"], r["trial_id"], r["target_task"], r["language"]) for r in table)
+    assert max(keys.values()) == 1
+    client, parent, children = mlflow_runs(experiment_dir, experiment)
+    by_trial = {(run.data.tags["xstilts.stage"], run.data.params["trial_id"]): run for run in children}
+    in_csv = {(r["stage"], r["trial_id"]) for r in table}
+    assert in_csv <= set(by_trial)
+    for trial, run in by_trial.items():
+        mine = {(r["target_task"], r["language"]): r for r in table if (r["stage"], r["trial_id"]) == trial}
+        if run.info.status == "FINISHED":
+            assert {k: float(r["score"]) for k, r in mine.items()} == {
+                tuple(key.split(".")[1:]): value for key, value in run.data.metrics.items()
+                if key.startswith("score.") and "/" not in key}
+            assert {r["objective"] for r in mine.values()} == {str(run.data.metrics["objective"])}
+        elif run.info.status == "FAILED":
+            assert mine and not any(scored(r) for r in mine.values()) and run.data.tags["xstilts.error"]
+        else:
+            assert run.info.status == "KILLED" and not mine
+    return client, parent, children
+
+
+def check_complete_sweep(experiment_dir, experiment):
+    table = rows(experiment_dir)
+    cells = {(r["source"], r["quality"], r["size"]) for r in table if scored(r)}
+    assert cells == {("none", "none", "0"), ("english", "random", "32"), ("english", "random", "96"),
+                     ("english", "hard", "32"), ("english", "hard", "96"), ("multilingual", "random", "32")}
+    assert {r["intermediate_task"] for r in table if r["source"] == "english"} == {"en_paraphrase"}
+    assert {r["language"] for r in table if r["target_task"] == "genre"} == {"en", "fr", "de", "avg"}
+    assert {r["language"] for r in table if r["target_task"] == "retrieval"} == {"fr", "de", "avg"}
+    assert all(0 <= float(r["score"]) <= 100 for r in table)
+    client, parent, children = check_one_record(experiment_dir, experiment)
+    assert parent.info.status == "FINISHED"
+    for run in children:
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.data.tags["xstilts.preset"] == "smoke" and "mlflow.note.content" in run.data.tags
+        assert re.fullmatch(r"(baseline|\w+:\w+:\d+) s\d+ (search|replicate) #\w+", run.info.run_name)
         assert {"source", "quality", "size", "seed", "lr_intermediate", "lr_target"} <= set(run.data.params)
-        assert "score.genre.avg" in run.data.metrics and "score.retrieval.fr" in run.data.metrics
-        assert len(client.get_metric_history(run.info.run_id, "loss")) >= 1
-        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"config.json", "final_evaluation.json"} <= artifacts
+        if run.info.status == "FINISHED":
+            assert "score.genre.avg" in run.data.metrics and "score.retrieval.fr" in run.data.metrics
+            assert len(client.get_metric_history(run.info.run_id, "loss")) >= 1
+            artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+            assert {"config.json", "final_evaluation.json"} <= artifacts
+    report = {a.path for a in client.list_artifacts(parent.info.run_id, "analysis")}
+    assert {"analysis/report.md", "analysis/summary.json"} <= report and any(p.endswith(".png") for p in report)
     assert (experiment_dir / "analysis" / "report.md").exists()
-    assert (experiment_dir / "optuna.db").exists()
+    return children
+
+
+def optuna_trials(experiment_dir, experiment):
+    import optuna
+
+    storage = f"sqlite:///{experiment_dir / 'optuna.db'}"
+    assert optuna.get_all_study_names(storage) == [f"{experiment}-search"]
+    return optuna.load_study(study_name=f"{experiment}-search", storage=storage).trials
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("reap_ray")
 def test_smoke_sweep_killed_and_resumed(tmp_path):
-    """Kill the driver mid-sweep; --resume finishes it without rerunning finished trials or duplicating data."""
+    """Kill the driver mid-search; --resume finishes both stages (2 seeds: the replicate stage runs) without
+    running a finished trial again and without extra trials, and every record agrees."""
     storage, experiment = tmp_path / "store", "smoke-resume"
     experiment_dir = storage / experiment
-    args = ["--preset", "smoke", "--storage-path", str(storage), "--experiment", experiment]
+    args = ["--preset", "smoke", "--seeds", "2", "--storage-path", str(storage), "--experiment", experiment]
     env = {**os.environ, "RAY_DEDUP_LOGS": "0"}
     driver = subprocess.Popen(SWEEP + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                               start_new_session=True)
@@ -117,17 +196,85 @@ def test_smoke_sweep_killed_and_resumed(tmp_path):
     # Tune saves its experiment state every second (TUNE_GLOBAL_CHECKPOINT_S=1): a trial that finished in the
     # very last second before a crash is restarted and only re-reports from its final checkpoint.
     time.sleep(5)
+    before_rows = [r for r in rows(experiment_dir) if r["trial_id"] in before]
     assert len(before) >= 2 and driver.poll() is None, "the sweep should still be running"
     os.killpg(driver.pid, signal.SIGKILL)        # the driver and the local Ray it started (same process group)
     driver.wait()
 
     resumed = sweep(*args, "--resume", env=env)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    for trial_id in before:   # finished before the kill: not run (nor finished) again
-        assert f"trial {trial_id} finished" not in resumed.stderr
-    check_complete_sweep(experiment_dir, experiment)
+    children = check_complete_sweep(experiment_dir, experiment)
+    for trial_id in before:   # finished before the kill: no event in the resumed driver, rows untouched
+        assert f"trial {trial_id} " not in resumed.stderr
+    assert [r for r in rows(experiment_dir) if r["trial_id"] in before] == before_rows
+    # no extra trials: the 7 search trials (6 cells + 1) and the 6 replicas (seed 1 of each cell), once each
+    stages = Counter(run.data.tags["xstilts.stage"] for run in children)
+    assert stages == {"search": 7, "replicate": 6}, stages
+    finished = [run for run in children if run.info.status == "FINISHED"]
+    assert all(float(run.data.metrics.get("resumed_from_step", -1)) == -1 for run in finished
+               if run.data.params["trial_id"] in before)
+    replicas = [r for r in rows(experiment_dir) if r["stage"] == "replicate"]
+    assert {(r["source"], r["quality"], r["size"], r["seed"]) for r in replicas if scored(r)} == {
+        (source, quality, size, "1") for source, quality, size in
+        {(r["source"], r["quality"], r["size"]) for r in rows(experiment_dir)}}
+    summary = json.loads((experiment_dir / "analysis" / "summary.json").read_text())
+    assert summary["data"]["rows_read"] == len(rows(experiment_dir))   # the analysis read every row, replicas too
+    trials = optuna_trials(experiment_dir, experiment)
+    assert len(trials) == 7 and {t.user_attrs["tune_trial_id"] for t in trials} == {
+        run.data.params["trial_id"] for run in children if run.data.tags["xstilts.stage"] == "search"}
+    assert all(t.value is not None for t in trials if t.state.name == "COMPLETE") and \
+        sum(t.state.name == "COMPLETE" for t in trials) >= 6
 
-    import optuna
-    study = optuna.load_study(study_name=f"{experiment}-search", storage=f"sqlite:///{experiment_dir / 'optuna.db'}")
-    assert len(optuna.get_all_study_names(f"sqlite:///{experiment_dir / 'optuna.db'}")) == 1
-    assert len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]) >= 7
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("reap_ray")
+def test_a_failing_trial_exits_1_and_resume_makes_one_record(tmp_path):
+    """A trial that dies: the sweep finishes the rest, exits 1 with a summary and the resume command; that command
+    reruns the trial under its own id, its scores replace its NaN rows, and it exits 0."""
+    storage, experiment = tmp_path / "store", "smoke-fail"
+    experiment_dir = storage / experiment
+    args = ["--preset", "smoke", "--english-sizes", "0,32", "--storage-path", str(storage),
+            "--experiment", experiment]
+    # Every trial dies once at global step 2; the marker files of all cells but the baseline exist already, so
+    # only the baseline's first trial dies (and nothing dies a second time).
+    experiment_dir.mkdir(parents=True)
+    for cell in ("english:en_paraphrase:random:32", "english:en_paraphrase:hard:32",
+                 "multilingual:multi_paraphrase:random:32"):
+        (experiment_dir / f"fault-injected-{cell}-2").write_text("made by the test\n")
+    first = sweep_with({"fail_at_step": 2, "max_failures": 0}, *args)
+    assert first.returncode == 1, first.stdout[-3000:] + first.stderr[-3000:]
+    failed = {r["trial_id"] for r in rows(experiment_dir) if not scored(r)}
+    assert len(failed) == 1 and {r["source"] for r in rows(experiment_dir) if r["trial_id"] in failed} == {"none"}
+    (trial_id,) = failed
+    summary = first.stderr[first.stderr.index("1 trial(s) ended in an error"):]
+    assert "baseline s0 search #" in summary and f"[search:{trial_id}]" in summary and "WorkerGroupError" in summary
+    client, parent, children = check_one_record(experiment_dir, experiment)
+    assert parent.info.status == "FAILED" and len(children) == 6   # 5 search trials, the baseline replicated
+
+    command = shlex.split(summary.split("rerun them (finished trials are kept): ")[1].splitlines()[0])
+    assert command[0] == "python" and command[-1] == "--resume"
+    resumed = subprocess.run([sys.executable, *command[1:]], capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"trial {trial_id} (baseline s0) finished" in resumed.stderr
+    assert "0 failed" in resumed.stdout
+    client, parent, children = check_one_record(experiment_dir, experiment)
+    assert parent.info.status == "FINISHED" and len(children) == 6
+    assert {run.info.status for run in children} == {"FINISHED"}
+    assert all(scored(r) for r in rows(experiment_dir))
+    trials = optuna_trials(experiment_dir, experiment)
+    states = Counter((t.user_attrs["tune_trial_id"], t.state.name) for t in trials)
+    assert states[(trial_id, "FAIL")] == 1 and states[(trial_id, "COMPLETE")] == 1 and len(trials) == 6
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("reap_ray")
+def test_a_failing_analysis_exits_3(tmp_path):
+    """Every trial finishes, but with no English cell there is no curve to fit: the analysis fails, exit 3."""
+    storage, experiment = tmp_path / "store", "smoke-no-english"
+    done = sweep("--preset", "smoke", "--english-sizes", "0", "--storage-path", str(storage),
+                 "--experiment", experiment)
+    assert done.returncode == 3, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "the analysis failed (exit 2); rerun it with: " in done.stderr and "0 failed" in done.stderr
+    client, parent, children = check_one_record(storage / experiment, experiment)
+    assert parent.info.status == "FAILED" and parent.data.tags["xstilts.analysis"] == "failed (exit 2)"
+    assert {run.info.status for run in children} <= {"FINISHED", "KILLED"}
