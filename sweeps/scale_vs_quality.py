@@ -166,14 +166,24 @@ def main(argv=None) -> int:
     # After the sweep finished what it could: exit 1 when any trial ended in an error (a summary of them and the
     # resume command on stderr), else 3 when the analysis failed, else 0.
     from sweeps.stages import finish_sweep, run_sweep   # imports Ray Tune, Optuna and MLflow: only when needed
-    outcome = run_sweep(preset, the_plan, experiment=experiment, experiment_dir=experiment_dir,
-                        tracking_uri=tracking_uri, resume=args.resume, resume_command=resume_command(argv))
+    # Ctrl-C stops the whole sweep. Tune's own SIGINT handler would end the stage quietly and the next one would
+    # start; without it, KeyboardInterrupt stops the driver as a crash would (Tune saves its state every second).
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    try:
+        outcome = run_sweep(preset, the_plan, experiment=experiment, experiment_dir=experiment_dir,
+                            tracking_uri=tracking_uri, resume=args.resume, resume_command=resume_command(argv))
+    except KeyboardInterrupt:
+        print(f"interrupted; finished trials are kept. Continue with: {resume_command(argv)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     analysis = None if args.no_analysis else run_analysis(experiment_dir, experiment, tracking_uri)
     code, summary = finish_sweep(outcome, analysis)
     print(summary, file=sys.stderr if code else sys.stdout)
     print(f"MLflow: mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 (Views menu: 'Test scores per "
           f"trial'); Optuna: optuna-dashboard sqlite:///{experiment_dir / 'optuna.db'}")
     return code
+
+
+EXIT_INTERRUPTED = 130   # what a shell reports for a program ended by Ctrl-C
 
 
 def resume_command(argv=None) -> str:

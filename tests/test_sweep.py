@@ -228,6 +228,36 @@ def test_smoke_sweep_killed_and_resumed(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("reap_ray")
+def test_ctrl_c_stops_the_sweep_and_resume_finishes_it(tmp_path):
+    """SIGINT mid-search: the driver stops (no replicate stage, no analysis), exits 130 with the resume command,
+    and --resume finishes the sweep without running a finished trial again."""
+    storage, experiment = tmp_path / "store", "smoke-ctrl-c"
+    experiment_dir = storage / experiment
+    args = ["--preset", "smoke", "--storage-path", str(storage), "--experiment", experiment]
+    driver = subprocess.Popen(SWEEP + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)
+    deadline = time.time() + 600
+    while not finished_trials(experiment_dir) and time.time() < deadline and driver.poll() is None:
+        time.sleep(1)
+    assert driver.poll() is None, "the sweep should still be running"
+    time.sleep(3)
+    os.kill(driver.pid, signal.SIGINT)             # Ctrl-C reaches the driver
+    output, _ = driver.communicate(timeout=300)
+    assert driver.returncode == 130, output[-3000:]
+    assert "interrupted; finished trials are kept" in output and "--resume" in output
+    assert json.loads((experiment_dir / "sweep_state.json").read_text())["stage"] == "search"
+    assert not (experiment_dir / "tune" / "replicate").exists() and not (experiment_dir / "analysis").exists()
+    before = finished_trials(experiment_dir)
+
+    resumed = sweep(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    for trial_id in before:
+        assert f"trial {trial_id} " not in resumed.stderr
+    assert (experiment_dir / "analysis" / "summary.json").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("reap_ray")
 def test_a_failing_trial_exits_1_and_resume_makes_one_record(tmp_path):
     """A trial that dies: the sweep finishes the rest, exits 1 with a summary and the resume command; that command
     reruns the trial under its own id, its scores replace its NaN rows, and it exits 0."""
