@@ -80,9 +80,9 @@ PRESETS = {
         targets=("genre", "retrieval"), eval_languages=None,
         hyperparameters=hp.LAPTOP, target_train_size=1000, max_eval_examples=300, max_validation_examples=100,
         max_length=48, extra_search_trials=0, seeds=3, max_concurrent=1, torch_threads=2, checkpoint_every=100,
-        # per seed, from measured speeds: 31,750 pairs at ~60/s + 36,000 genre texts at ~90/s + 12 x (20 s
-        # evaluation + 15 s worker start, model load, cache) = ~1,350 s, 112 s a trial; not yet a timed full run
-        seconds_per_trial_estimate=120),
+        # measured on a quiet 2-core AMX machine: 100 s (baseline), 121 s (English 1k), 133 s (2k); about 150 s a
+        # trial over the ladder (~90 min for 3 seeds, ~30 min for --seeds 1); not yet a timed full run
+        seconds_per_trial_estimate=150),
     # The paper's setting: xlm-roberta-large, hub tasks, full pools, GPUs. Needs hub access and a GPU cluster.
     "paper": Preset(
         name="paper", model="xlm-roberta-large",
