@@ -9,6 +9,8 @@ A cell (source, quality, size) of one (target, language) has one score per seed.
   of a cell are scored on the same test examples and behave alike, so this error is common to them: their spread
   does not show it, and it is added. Counted independent between cells (models trained on different data get
   different examples wrong); the part that is not, shared by all cells, shifts levels and not the gains.
+  For a mean of per-example scores in [0, 1] that are not 0/1 (span QA's token F1) the binomial variance is an
+  upper bound; for entity-level F1 (a ratio over the entities of m sentences) it is an approximation.
 
 Var(cell mean) = sigma^2 / k_c + v_c. A resample draws sigma^2 from its scaled inverse chi-square distribution
 (sigma_hat^2 * df / chi^2_df), which is what turns normal intervals into t intervals when the degrees of freedom are

@@ -27,6 +27,7 @@ AVG = "avg"
 TEST_PREFIX = "score"          # test score, in points
 VALIDATION_PREFIX = "val"      # validation score, in points
 COUNT_PREFIX = "n"             # test examples behind the score
+TRUNCATED_PREFIX = "truncated" # training examples/words featurising could not keep: "truncated.<phase>.<what>"
 OBJECTIVE = "objective"        # mean over the evaluated targets of the validation `avg`
 
 

@@ -7,7 +7,7 @@ precision and in fp32), and the minimal loop that is the yardstick; evaluation t
     python benchmarks/trainable_overhead.py --checkpoint-every 100 0 --json overhead.json
 
 Both sides run `intermediate_phase` on the same examples (en_paraphrase, random tier, steps x batch-size of them,
-one epoch, seed 0) with the same TrainConfig (built by three_phase's own `_train_config`) and the same torch
+one epoch, seed 0) with the same TrainConfig (built by the trial's own `TrialConfig.train_config`) and the same torch
 threads. The plain side calls it in this process; the Ray side runs `build_trainer(...).fit()` (1 worker) on a
 trial config whose cell is that data and whose target list is empty, with the trial's real reporting and
 checkpointing. examples/s counts the steps after the first (its warm-up is left out): from the end of step 1 to the
@@ -22,6 +22,7 @@ With a GPU it also prints the model FLOP utilisation of an xlm-roberta-large-sha
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -36,12 +37,13 @@ import torch
 from minimal_loop import OPTIONS, Variant, minimal_loop
 from trainables import three_phase
 from trainables.models import load_encoder
-from trainables.phases import intermediate_phase
+from trainables.phases import intermediate_phase, zero_shot_evaluation
 from trainables.precision import cpu_has_native_bf16, resolve_precision
 from trainables.subsets import select_examples
 from trainables.tasks import get_task
 from trainables.three_phase import trial_env
-from trainables.training import TaskModel, predict
+from trainables.trial_config import TrialConfig, trial_config_defaults
+from trainables.formats import TaskModel, format_of
 
 TASK, QUALITY, SEED = "en_paraphrase", "random", 0
 # bf16 dense tensor-core peaks (no sparsity), TFLOP/s; the first name contained in the device name wins.
@@ -66,7 +68,7 @@ def run_plain(config: dict, device: str) -> dict:
     tokenizer, encoder = load_encoder(config["model"])
     task = get_task(TASK)
     examples = select_examples(TASK, QUALITY, int(config["cell"].split(":")[-1]), SEED)
-    cfg = three_phase._train_config(config, "intermediate", task)
+    cfg = TrialConfig.from_dict(config).train_config("intermediate", task)
     steps = []
     intermediate_phase(encoder, tokenizer, task, examples, cfg, device=device,
                        on_step=lambda *_: steps.append(time.time()))
@@ -163,16 +165,17 @@ def gpu_mfu(steps: int, peak_tflops: float | None) -> dict:
 
 
 def eval_throughput(config: dict, precision: str, device: str, count: int) -> dict:
-    """Evaluation forward (predict: batched by length, argmax) of the pair task's head in `precision`."""
+    """Zero-shot evaluation (featurise, forward batched by length, argmax, accuracy) of the pair task's head in
+    `precision`."""
     tokenizer, encoder = load_encoder(config["model"])
     task = get_task(TASK)
     examples = select_examples(TASK, QUALITY, count, SEED)
-    model = TaskModel(encoder, task.format, task.num_labels)
-    predict(model, tokenizer, examples[:64], task.format, device=device, max_length=config["max_length"],
-            precision=precision)   # warm-up
+    model = TaskModel(encoder, format_of(task), task.num_labels)
+    evaluate = functools.partial(zero_shot_evaluation, model, tokenizer, task, device=device,
+                                 max_length=config["max_length"], precision=precision)
+    evaluate({"en": examples[:64]})   # warm-up
     start = time.time()
-    predict(model, tokenizer, examples, task.format, device=device, max_length=config["max_length"],
-            precision=precision)
+    evaluate({"en": examples})
     seconds = time.time() - start
     return {"examples_per_s": count / seconds, "seconds": seconds, "load_1m": os.getloadavg()[0]}
 
@@ -189,7 +192,7 @@ def main() -> None:
                         help="the chosen precision (auto: bf16 where the device does it natively)")
     parser.add_argument("--checkpoint-every", type=int, nargs="+", default=[100],
                         help="one Ray run per value (0 = no checkpoints); the laptop preset uses 100")
-    parser.add_argument("--report-every", type=int, default=three_phase.trial_config_defaults()["report_every"])
+    parser.add_argument("--report-every", type=int, default=trial_config_defaults()["report_every"])
     parser.add_argument("--no-freeze-word-embeddings", dest="freeze", action="store_false",
                         help="train the word embeddings too (the laptop preset freezes them)")
     parser.add_argument("--eval-examples", type=int, default=512)
@@ -203,7 +206,7 @@ def main() -> None:
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
     chosen = resolve_precision(args.precision, device)
-    config = {**three_phase.trial_config_defaults(), "model": args.model, "seed": SEED,
+    config = {**trial_config_defaults(), "model": args.model, "seed": SEED,
               "cell": f"english:{TASK}:{QUALITY}:{args.steps * args.batch_size}", "targets": [],
               "lr_intermediate": 5e-5, "epochs_intermediate": 1, "batch_size": args.batch_size,
               "max_length": args.max_length, "freeze_word_embeddings": args.freeze, "precision": chosen,

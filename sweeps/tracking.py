@@ -24,9 +24,11 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 from ray.tune import Callback
 
-from analysis.schema import COUNT_PREFIX, OBJECTIVE, TEST_PREFIX, VALIDATION_PREFIX, parse_metric_key
+from analysis.schema import (COUNT_PREFIX, OBJECTIVE, TEST_PREFIX, TRUNCATED_PREFIX, VALIDATION_PREFIX,
+                             parse_metric_key)
 from search_spaces.axes import DataCell
 from sweeps.results_table import ResultsTable, cell_key, result_rows
+from trainables.trial_config import PARAM, TrialConfig
 
 # The MLflow UI's own tags (mlflow/server/js: experimentKind values; saved views are experiment tags with this
 # prefix holding {"name", "createdAt", "updatedAt", "state": JSON of the runs table's facets and columns}).
@@ -35,8 +37,6 @@ NOTE = "mlflow.note.content"
 SAVED_VIEW = "mlflow.sharedViewState.xstilts-scores"
 ROLE, TRIAL_ROLE, SWEEP_ROLE = "xstilts.role", "trial", "sweep"
 ERROR_TAG = "xstilts.error"
-PARAMS = ("cell", "seed", "model", "lr_intermediate", "lr_target", "epochs_intermediate", "epochs_target",
-          "batch_size", "warmup_ratio", "freeze_word_embeddings", "max_length", "target_train_size", "precision")
 EXPERIMENT_NOTE = """X-STILTs scale-vs-quality sweep: does more English intermediate-task data keep paying off for
 zero-shot cross-lingual transfer, or does a small multilingual set beat it?
 
@@ -208,7 +208,7 @@ class SweepTracker:
             "mlflow.parentRunId": self.parent_id, ROLE: TRIAL_ROLE, "xstilts.trial_key": key,
             "xstilts.stage": stage, "xstilts.preset": self.preset, "xstilts.git_commit": self.commit,
             NOTE: _trial_note(stage, trial_id, config)})
-        params = {name: config.get(name) for name in PARAMS}
+        params = TrialConfig.from_dict(config).marked(PARAM)
         params.update(source=cell.source, quality=cell.quality, size=cell.size, intermediate_task=cell.task,
                       stage=stage, trial_id=trial_id, targets=",".join(config["targets"]))
         self.client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in params.items()])
@@ -216,7 +216,8 @@ class SweepTracker:
 
     def log_step(self, run_id: str, metrics: dict, final: bool = False) -> None:
         step = int(metrics.get("global_step", 0))
-        prefixes = (TEST_PREFIX + ".", VALIDATION_PREFIX + ".") + ((COUNT_PREFIX + ".",) if final else ())
+        prefixes = (TEST_PREFIX + ".", VALIDATION_PREFIX + ".") + ((COUNT_PREFIX + ".", TRUNCATED_PREFIX + ".")
+                                                                   if final else ())
         values = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
                   and (k in ("loss", "lr", OBJECTIVE) or k.startswith(prefixes))}
         stamp = int(time.time() * 1000)

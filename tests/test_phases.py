@@ -9,35 +9,18 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from trainables import training
 from trainables.errors import UserError
-from trainables.models import load_encoder
+from trainables.formats import TaskModel, get_format
+from trainables.formats.base import collate
+from trainables.formats.retrieval import embed, retrieval_accuracy
 from trainables.phases import intermediate_phase, target_phase, zero_shot_evaluation
-from trainables.training import (TaskModel, TrainConfig, embed, encode_batch, evaluate, retrieval_accuracy,
-                                 train)
+from trainables.training import TrainConfig, train
 from trainables.types import (CHOICE, PAIR, RETRIEVAL, SINGLE, TARGET, ChoiceExample, PairExample,
                               RetrievalExample, Task, TextExample)
 
 WORDS = "the a cat dog bird fish horse red blue green small big old runs sleeps eats sings flies swims".split()
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run far faster on one thread than on two shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def smoke():
-    return load_encoder("smoke")  # a tiny random 2-layer BERT with the e5 (XLM-R sentencepiece) tokenizer
-
-
-@pytest.fixture(scope="module")
-def tokenizer(smoke):
-    return smoke[0]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
@@ -84,6 +67,20 @@ def toy_task(fmt: str) -> Task:
                 max_length=32)
 
 
+def head(encoder, fmt: str, num_labels: int | None = None, seed: int = 0) -> TaskModel:
+    return TaskModel(encoder, get_format(fmt), toy_task(fmt).num_labels if num_labels is None else num_labels,
+                     seed=seed)
+
+
+def rows(tokenizer, fmt: str, examples: list, max_length: int = 32):
+    return get_format(fmt).featurize(tokenizer, examples, max_length, toy_task(fmt))
+
+
+def accuracy(model, tokenizer, examples: list, batch_size: int = 64) -> float:
+    return zero_shot_evaluation(model, tokenizer, toy_task(model.fmt), {"en": examples}, device="cpu",
+                                batch_size=batch_size, max_length=32)["en"]
+
+
 CLASSIFICATION = [PAIR, SINGLE, CHOICE]
 # Frozen word embeddings: the smoke encoder then trains 0.1M of its 16M parameters.
 QUICK = dict(warmup_ratio=0.0, max_length=32, freeze_word_embeddings=True)
@@ -92,51 +89,57 @@ QUICK = dict(warmup_ratio=0.0, max_length=32, freeze_word_embeddings=True)
 @pytest.mark.parametrize("fmt", CLASSIFICATION)
 def test_training_lowers_the_loss_and_scores_are_points(tokenizer, make_encoder, fmt):
     examples = toy_examples(fmt, 12)
-    model = TaskModel(make_encoder(), fmt, 3 if fmt == CHOICE else 2)
+    model = head(make_encoder(), fmt)
     cfg = TrainConfig(lr=3e-3, epochs=20, batch_size=12, **QUICK)
-    result = train(model, tokenizer, examples, fmt, cfg, device="cpu")
+    result = train(model, rows(tokenizer, fmt, examples), cfg, device="cpu")
     assert result.steps == result.global_step == len(result.losses) == 20
     assert sum(result.losses[-3:]) < 0.7 * sum(result.losses[:3])
-    accuracy = evaluate(model, tokenizer, examples, fmt, device="cpu", batch_size=5, max_length=32)
-    assert 0 <= accuracy <= 100
+    assert 0 <= accuracy(model, tokenizer, examples, batch_size=5) <= 100
 
 
-def test_encode_batch_shapes(tokenizer):
-    choice = encode_batch(tokenizer, toy_examples(CHOICE, 4), CHOICE, max_length=32)
+def test_featurised_batches_match_the_tokenizers_padded_batch(tokenizer):
+    """Featurising once and padding per batch gives exactly the tensors the tokenizer pads itself."""
+    features = rows(tokenizer, CHOICE, toy_examples(CHOICE, 4))
+    choice = collate(features.rows, features.pad_id)
     assert choice["input_ids"].shape[:2] == (4, 3) and choice["labels"].tolist() == [0, 1, 2, 0]
-    long_pair = [PairExample(" ".join(WORDS), " ".join(WORDS), 1, "en")]
-    assert encode_batch(tokenizer, long_pair, PAIR, max_length=10)["input_ids"].shape == (1, 10)
+    pairs = toy_examples(PAIR, 5) + [PairExample(" ".join(WORDS), " ".join(WORDS), 1, "en")]
+    batch = collate(rows(tokenizer, PAIR, pairs, max_length=10).rows, tokenizer.pad_token_id)
+    expected = tokenizer([ex.text_a for ex in pairs], [ex.text_b for ex in pairs], truncation="longest_first",
+                         max_length=10, padding=True, return_tensors="pt")
+    assert batch["input_ids"].shape == (6, 10)
+    for key in expected:
+        assert torch.equal(batch[key], expected[key]), key
     with pytest.raises(UserError):
-        encode_batch(tokenizer, toy_examples(RETRIEVAL, 2), RETRIEVAL, max_length=32)
+        head(None, RETRIEVAL, 0)
 
 
 @pytest.mark.parametrize("batch_size, accum, world_size, epochs, steps", [
     (4, 1, 1, 1, 6), (4, 3, 1, 1, 2), (4, 3, 1, 2.5, 5), (4, 1, 2, 1, 3), (5, 2, 1, 1, 3), (4, 3, 2, 0.1, 1)])
 def test_step_count_math(tokenizer, make_encoder, batch_size, accum, world_size, epochs, steps):
-    model = TaskModel(make_encoder(), SINGLE, 2)
+    model = head(make_encoder(), SINGLE)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, grad_accum_steps=accum, **QUICK)
     calls = []
-    result = train(model, tokenizer, toy_examples(SINGLE, 24), SINGLE, cfg, device="cpu", world_size=world_size,
-                   on_step=lambda *args: calls.append(args))
+    result = train(model, rows(tokenizer, SINGLE, toy_examples(SINGLE, 24)), cfg, device="cpu",
+                   world_size=world_size, on_step=lambda *args: calls.append(args))
     assert result.steps == len(calls) == steps
 
 
-def test_workers_split_each_epoch(tokenizer, make_encoder, monkeypatch):
+def test_workers_split_each_epoch(tokenizer, make_encoder):
     seen = {0: [], 1: []}
-    rank = 0
+    features = rows(tokenizer, SINGLE, toy_examples(SINGLE, 16))
 
-    def recording_encode_batch(tokenizer, examples, fmt, max_length):
-        seen[rank].extend(ex.text for ex in examples)
-        return encode_batch(tokenizer, examples, fmt, max_length)
+    class Recording(list):   # the loop reads rows by index: record which ones each worker reads
+        def __getitem__(self, index):
+            seen[rank].append(index)
+            return super().__getitem__(index)
 
-    monkeypatch.setattr(training, "encode_batch", recording_encode_batch)
-    examples = toy_examples(SINGLE, 16)
+    features.rows = Recording(features.rows)
     cfg = TrainConfig(epochs=1, batch_size=4, **QUICK)
     for rank in (0, 1):
-        train(TaskModel(make_encoder(), SINGLE, 2), tokenizer, examples, SINGLE, cfg, device="cpu", rank=rank,
-              world_size=2, wrap_model=lambda module: module)
+        train(head(make_encoder(), SINGLE), features, cfg, device="cpu", rank=rank, world_size=2,
+              wrap_model=lambda module: module)
     assert len(seen[0]) == len(seen[1]) == 8
-    assert sorted(seen[0] + seen[1]) == sorted(ex.text for ex in examples)
+    assert sorted(seen[0] + seen[1]) == list(range(16))
 
 
 def test_trains_wrapped_in_ddp(tokenizer, make_encoder, tmp_path):
@@ -144,7 +147,7 @@ def test_trains_wrapped_in_ddp(tokenizer, make_encoder, tmp_path):
     dist.init_process_group("gloo", rank=0, world_size=1, init_method=f"file://{tmp_path / 'rendezvous'}")
     try:
         cfg = TrainConfig(epochs=1, batch_size=2, grad_accum_steps=2, **QUICK)
-        result = train(TaskModel(make_encoder(), PAIR, 2), tokenizer, toy_examples(PAIR, 8), PAIR, cfg,
+        result = train(head(make_encoder(), PAIR), rows(tokenizer, PAIR, toy_examples(PAIR, 8)), cfg,
                        device="cpu", wrap_model=DistributedDataParallel)
     finally:
         dist.destroy_process_group()
@@ -172,7 +175,7 @@ def test_same_config_same_metrics(tokenizer, make_encoder):
     for _ in range(2):
         torch.manual_seed(12345 + len(runs))  # a different global RNG state must not matter
         model, result = target_phase(copy.deepcopy(encoder), tokenizer, toy_task(PAIR), examples, cfg, device="cpu")
-        runs.append((result.losses, evaluate(model, tokenizer, examples, PAIR, device="cpu", max_length=32)))
+        runs.append((result.losses, accuracy(model, tokenizer, examples)))
     assert runs[0] == runs[1]
 
 
@@ -189,19 +192,20 @@ def test_interrupted_and_resumed_equals_uninterrupted(tokenizer, make_encoder, r
         if state["step"] == resume_at:
             saved.update(copy.deepcopy(state))
 
-    straight = TaskModel(make_encoder(), CHOICE, 3)
-    full = train(straight, tokenizer, examples, CHOICE, cfg, device="cpu", on_checkpoint=on_checkpoint)
+    features = rows(tokenizer, CHOICE, examples)
+    straight = head(make_encoder(), CHOICE)
+    full = train(straight, features, cfg, device="cpu", on_checkpoint=on_checkpoint)
     assert checkpoints == [2, 4, 5]
 
     steps = []
-    resumed = TaskModel(make_encoder(seed=99), CHOICE, 3, seed=99)  # other init: everything must come from the state
-    rest = train(resumed, tokenizer, examples, CHOICE, cfg, device="cpu", resume_state=saved,
+    resumed = head(make_encoder(seed=99), CHOICE, seed=99)  # other init: everything must come from the state
+    rest = train(resumed, features, cfg, device="cpu", resume_state=saved,
                  on_step=lambda step, loss, lr: steps.append(step))
     assert steps == list(range(resume_at + 1, 6))
     assert rest.losses == full.losses
     for name, tensor in straight.state_dict().items():
         assert torch.equal(tensor, resumed.state_dict()[name]), name
-    scores = [evaluate(m, tokenizer, examples, CHOICE, device="cpu", max_length=32) for m in (straight, resumed)]
+    scores = [accuracy(m, tokenizer, examples) for m in (straight, resumed)]
     assert scores[0] == scores[1]
 
 
@@ -223,7 +227,7 @@ def test_step_counter_grows_across_phases_and_encoder_carries_over(tokenizer, ma
 @pytest.mark.parametrize("fmt", CLASSIFICATION)
 def test_zero_shot_evaluation_scores_every_language(tokenizer, make_encoder, fmt):
     task = toy_task(fmt)
-    model = TaskModel(make_encoder(), fmt, task.num_labels)
+    model = head(make_encoder(), fmt)
     by_language = {"fr": toy_examples(fmt, 6, seed=1, language="fr"), "de": toy_examples(fmt, 4, 2, "de")}
     scores = zero_shot_evaluation(model, tokenizer, task, by_language, device="cpu", batch_size=4)
     assert set(scores) == {"fr", "de", "avg"}

@@ -19,21 +19,20 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from trainables.models import file_sha256
+from trainables.trial_config import PHASE2, TrialConfig
 
 # Bump when phase-2 training changes in a way that changes its result (loop, loss, data order, head).
 PHASE2_CODE_VERSION = 2   # 2: bf16 autocast on CPU, cheaper dropout masks
 
-# Trial-config keys that determine the phase-2 encoder. Anything else (targets, lr_target, ...) does not.
-KEY_FIELDS = ("model", "cell", "seed", "lr_intermediate", "epochs_intermediate", "batch_size", "grad_accum_steps",
-              "warmup_ratio", "weight_decay", "max_grad_norm", "freeze_word_embeddings", "max_length",
-              "num_workers", "precision")
 
 WEIGHTS = "encoder.safetensors"
 MANIFEST = "manifest.json"
 
 
-def phase2_key(config: dict) -> str:
-    fields = {name: config.get(name) for name in KEY_FIELDS}
+def phase2_key(trial: TrialConfig) -> str:
+    """A hash of the trial-config fields marked PHASE2 (what determines the encoder; targets, lr_target and the
+    like do not) and the code version."""
+    fields = trial.marked(PHASE2)
     fields["phase2_code_version"] = PHASE2_CODE_VERSION
     blob = json.dumps(fields, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]

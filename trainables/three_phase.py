@@ -8,12 +8,16 @@ checkpoint, and a worker that dies is restarted by Ray Train from the last check
 
 What a trial reports: `global_step` (one counter that only grows across phases), `phase`, `loss`, `lr`, then
 after each target `val.<target>.<language>` / `score.<target>.<language>` (validation / test, in points, plus
-`avg`; `n.<target>.<language>`: the test examples behind each score), `objective` (mean over the targets evaluated so far of the validation `avg`; NaN before the first),
-and at the end `phase2_cache_hit`, `resumed_from_step`, `peak_rss_mb` and `trial_complete = 1`. The config keys are documented in `trial_config_defaults`.
+`avg`, and the format's secondary figures as `<language>/<figure>`; `n.<target>.<language>`: the test examples
+behind each score), `truncated.<phase>.<what>` (training examples or words featurising could not keep),
+`objective` (mean over the targets evaluated so far of the validation `avg`; NaN before the first), and at the end
+`phase2_cache_hit`, `resumed_from_step`, `peak_rss_mb` and `trial_complete = 1`. The config keys are documented in
+trainables/trial_config.py.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
 import resource
@@ -30,7 +34,7 @@ import ray.tune
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
-from analysis.schema import COUNT_PREFIX, TEST_PREFIX, VALIDATION_PREFIX, metric_key
+from analysis.schema import COUNT_PREFIX, TEST_PREFIX, TRUNCATED_PREFIX, VALIDATION_PREFIX, metric_key
 from search_spaces.axes import DataCell
 from trainables.models import load_encoder
 from trainables.phase2_cache import Phase2Cache, phase2_key, trained_parameters
@@ -38,39 +42,10 @@ from trainables.phases import intermediate_phase, target_phase, zero_shot_evalua
 from trainables.precision import resolve_precision
 from trainables.subsets import select_examples
 from trainables.tasks import get_task, load_examples
-from trainables.training import TaskModel, TrainConfig
-from trainables.types import RETRIEVAL
+from trainables.formats import TaskModel, format_of
+from trainables.trial_config import TrialConfig
 
 STATE_FILE = "trial_state.pt"
-
-
-def trial_config_defaults() -> dict:
-    """Every key a trial reads, with its default. The sweep fills the data cell and the hyperparameters."""
-    return {
-        "model": "smoke",                  # load_encoder name: short name, hub id or local path
-        "cell": "none",                    # DataCell.cell_id: source:task:quality:size, or "none"
-        "seed": 0,                         # data subset, data order, dropout, head init
-        "targets": ["genre", "retrieval"],
-        "eval_languages": None,            # None: every language of each target
-        "lr_intermediate": 5e-5, "lr_target": 5e-5,
-        "epochs_intermediate": 1, "epochs_target": 1,
-        "batch_size": 16, "grad_accum_steps": 1, "warmup_ratio": 0.1, "weight_decay": 0.01,
-        "max_grad_norm": 1.0, "freeze_word_embeddings": False,
-        "precision": "auto",               # auto (bf16 where the device does it natively) | bf16 | fp32
-        "max_length": 128,                 # cap on each task's own max_length
-        "target_train_size": 1000,         # English phase-3 examples per classification target
-        "max_eval_examples": 200,          # test examples per language (retrieval: candidates)
-        "max_validation_examples": None,   # validation examples per language; None: max_eval_examples
-        "retrieval_layer": -1,
-        "checkpoint_every": 50,            # optimizer steps between checkpoints inside a phase
-        "report_every": 5,                 # optimizer steps between loss reports
-        "num_workers": 1, "use_gpu": None,  # None: use GPUs when the cluster has any
-        "torch_threads": None,             # CPU threads per worker; None: Ray's default (its reserved CPUs)
-        "max_failures": 2,                 # worker restarts Ray Train allows per trial
-        "storage_path": None,              # where trainer runs and checkpoints live (the sweep's storage)
-        "cache_dir": None,                 # phase-2 cache; default <storage_path>/phase2_cache
-        "fail_at_step": None,              # fault injection for tests: rank 0 dies once at this global step
-    }
 
 
 def trial_env() -> dict:
@@ -88,53 +63,53 @@ def trial_env() -> dict:
 # ----------------------------------------------------------------------------------------------- Tune side
 def run_trial(config: dict) -> None:
     """The Tune function trainable: one TorchTrainer run per trial."""
-    config = {**trial_config_defaults(), **config}
     trial_id = ray.tune.get_context().get_trial_id()
     build_trainer(config, name=f"trial-{trial_id}", callbacks=[TuneReportCallback()]).fit()
 
 
 def build_trainer(config: dict, *, name: str, callbacks=()) -> TorchTrainer:
-    config = {**trial_config_defaults(), **config}
-    use_gpu = config["use_gpu"]
+    trial = TrialConfig.from_dict(config)   # checks the keys before any worker starts
+    use_gpu = trial.use_gpu
     if use_gpu is None:
         use_gpu = ray.cluster_resources().get("GPU", 0) > 0
-    storage = Path(config["storage_path"] or tempfile.gettempdir()) / "train_runs"
+    storage = Path(trial.storage_path or tempfile.gettempdir()) / "train_runs"
     resources = None
-    if config["torch_threads"]:
+    if trial.torch_threads:
         # A worker holds the CPUs its threads use: Ray sets OMP_NUM_THREADS to the CPUs a worker holds (1 by
         # default), and a bf16 minimal loop in a Train worker ran at 5.8 examples/s with 1 against 51.7 with 2.
-        resources = {"CPU": config["torch_threads"], **({"GPU": 1} if use_gpu else {})}
+        resources = {"CPU": trial.torch_threads, **({"GPU": 1} if use_gpu else {})}
     return TorchTrainer(
-        trial_loop, train_loop_config=config,
-        scaling_config=ScalingConfig(num_workers=config["num_workers"], use_gpu=use_gpu,
+        trial_loop, train_loop_config=trial.as_dict(),
+        scaling_config=ScalingConfig(num_workers=trial.num_workers, use_gpu=use_gpu,
                                      resources_per_worker=resources),
         run_config=RunConfig(name=name, storage_path=str(storage), callbacks=list(callbacks),
-                             failure_config=FailureConfig(max_failures=config["max_failures"]),
+                             failure_config=FailureConfig(max_failures=trial.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=1)))
 
 
 # ---------------------------------------------------------------------------------------------- worker side
 def trial_loop(config: dict) -> None:
     """What every Train worker runs: phase 2 (or the cache), phase 3 per target, evaluation; resumable."""
+    trial = TrialConfig.from_dict(config)
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
-    if config["torch_threads"]:
-        torch.set_num_threads(config["torch_threads"])
+    if trial.torch_threads:
+        torch.set_num_threads(trial.torch_threads)
     wrap_model = ray.train.torch.prepare_model if world_size > 1 else None
     # Resolved here, on the worker's own device, so the phase-2 cache key names the arithmetic really used.
-    config = {**config, "precision": resolve_precision(config["precision"], device)}
+    trial = dataclasses.replace(trial, precision=resolve_precision(trial.precision, device))
     progress, resume = _restore()
-    tokenizer, encoder = load_encoder(config["model"])
-    reporter = _Reporter(config, progress, rank)
+    tokenizer, encoder = load_encoder(trial.model)
+    reporter = _Reporter(trial, progress, rank)
     loop = dict(device=device, rank=rank, world_size=world_size, wrap_model=wrap_model, on_step=reporter.on_step)
 
     # Phase 2: the intermediate task, unless the cell is the baseline or the cache already has it.
-    cell = DataCell.from_id(config["cell"])
+    cell = DataCell.from_id(trial.cell)
     if cell.size > 0:
-        cache = Phase2Cache(config["cache_dir"] or Path(config["storage_path"] or tempfile.gettempdir())
+        cache = Phase2Cache(trial.cache_dir or Path(trial.storage_path or tempfile.gettempdir())
                             / "phase2_cache")
-        key = phase2_key(config)
+        key = phase2_key(trial)
         cached = cache.load(key) if resume.get("stage") != "intermediate" else None
         cached = _agree(cached is not None) and cached
         if cached:
@@ -144,41 +119,43 @@ def trial_loop(config: dict) -> None:
                 progress["global_step"] = cached[1]["steps"]
         else:
             task = get_task(cell.task)
-            examples = select_examples(cell.task, cell.quality, cell.size, config["seed"])
+            examples = select_examples(cell.task, cell.quality, cell.size, trial.seed)
             progress["phase"] = "intermediate"
             encoder, result = intermediate_phase(
-                encoder, tokenizer, task, examples, _train_config(config, "intermediate", task), step_offset=0,
-                resume_state=_resume_state(resume, "intermediate", encoder, task, config),
+                encoder, tokenizer, task, examples, trial.train_config("intermediate", task), step_offset=0,
+                resume_state=_resume_state(resume, "intermediate", encoder, task, trial),
                 on_checkpoint=reporter.checkpointer("intermediate"), **loop)
             progress["phase2_cache_hit"] = 0
             progress["global_step"] = result.global_step
+            _note_truncated(progress, "intermediate", result.notes)
             if rank == 0:
-                cache.store(key, trained_parameters(encoder), {"steps": result.global_step, "config": config})
+                cache.store(key, trained_parameters(encoder), {"steps": result.global_step, "config": trial.as_dict()})
     progress["phase2_cache_hit"] = progress["phase2_cache_hit"] or 0
 
     # Phase 3 and zero-shot evaluation, one target at a time, each on a copy of the phase-2 encoder.
-    for target in config["targets"]:
+    for target in trial.targets:
         if target in progress["scores"]:
             continue
         task = get_task(target)
         model = encoder
-        if task.format != RETRIEVAL:
+        if format_of(task).trains:
             progress["phase"] = f"target:{target}"
             train_examples = _first_n(load_examples(target, "train", task.train_language),
-                                      config["target_train_size"])
-            resume_state = _resume_state(resume, f"target:{target}", encoder, task, config)
+                                      trial.target_train_size)
+            resume_state = _resume_state(resume, f"target:{target}", encoder, task, trial)
             model, result = target_phase(
-                copy.deepcopy(encoder), tokenizer, task, train_examples, _train_config(config, "target", task),
+                copy.deepcopy(encoder), tokenizer, task, train_examples, trial.train_config("target", task),
                 step_offset=resume_state["step_offset"] if resume_state else progress["global_step"],
                 resume_state=resume_state,
                 on_checkpoint=reporter.checkpointer(f"target:{target}"), **loop)
             progress["global_step"] = result.global_step
+            _note_truncated(progress, target, result.notes)
         progress["phase"] = f"evaluate:{target}"
-        eval_sets = {split: _eval_sets(task, split, config) for split in ("validation", "test")}
+        eval_sets = {split: _eval_sets(task, split, trial) for split in ("validation", "test")}
         progress["scores"][target] = {
             split: zero_shot_evaluation(model, tokenizer, task, examples, device=device,
-                                        max_length=min(task.max_length, config["max_length"]),
-                                        layer=config["retrieval_layer"], precision=config["precision"])
+                                        max_length=min(task.max_length, trial.max_length),
+                                        layer=trial.retrieval_layer, precision=trial.precision)
             for split, examples in eval_sets.items()}
         progress["counts"][target] = {language: len(examples) for language, examples in eval_sets["test"].items()}
         progress["counts"][target]["avg"] = sum(progress["counts"][target].values())
@@ -188,14 +165,8 @@ def trial_loop(config: dict) -> None:
     reporter.report(checkpoint_stage="done", final=True)
 
 
-def _train_config(config: dict, phase: str, task) -> TrainConfig:
-    return TrainConfig(
-        lr=config[f"lr_{phase}"], epochs=config[f"epochs_{phase}"], batch_size=config["batch_size"],
-        grad_accum_steps=config["grad_accum_steps"], warmup_ratio=config["warmup_ratio"],
-        weight_decay=config["weight_decay"], max_grad_norm=config["max_grad_norm"],
-        max_length=min(task.max_length, config["max_length"]),
-        freeze_word_embeddings=config["freeze_word_embeddings"], seed=config["seed"],
-        checkpoint_every=config["checkpoint_every"], precision=config["precision"])
+def _note_truncated(progress: dict, phase: str, notes: dict[str, int]) -> None:
+    progress.setdefault("truncated", {}).update({f"{phase}.{what}": n for what, n in notes.items()})
 
 
 def _first_n(examples: list, n: int | None, seed: int = 0) -> list:
@@ -206,12 +177,12 @@ def _first_n(examples: list, n: int | None, seed: int = 0) -> list:
     return [examples[i] for i in order]
 
 
-def _eval_sets(task, split: str, config: dict) -> dict[str, list]:
-    wanted = config["eval_languages"]
+def _eval_sets(task, split: str, trial: TrialConfig) -> dict[str, list]:
+    wanted = trial.eval_languages
     languages = [lang for lang in task.languages if wanted is None or lang in wanted]
-    cap = config["max_eval_examples"]
-    if split == "validation" and config["max_validation_examples"] is not None:
-        cap = config["max_validation_examples"]
+    cap = trial.max_eval_examples
+    if split == "validation" and trial.max_validation_examples is not None:
+        cap = trial.max_validation_examples
     return {lang: _first_n(load_examples(task.name, split, lang), cap) for lang in languages}
 
 
@@ -227,7 +198,7 @@ def _agree(value):
 # ------------------------------------------------------------------------------------ reporting and resume
 def _fresh_progress() -> dict:
     return {"global_step": 0, "phase": "start", "phase2_cache_hit": None, "scores": {}, "counts": {},
-            "loss": None, "resumed_from_step": None}
+            "loss": None, "resumed_from_step": None, "truncated": {}}
 
 
 def _restore() -> tuple[dict, dict]:
@@ -243,12 +214,12 @@ def _restore() -> tuple[dict, dict]:
     return progress, saved.get("resume") or {}
 
 
-def _resume_state(resume: dict, stage: str, encoder, task, config) -> dict | None:
+def _resume_state(resume: dict, stage: str, encoder, task, trial: TrialConfig) -> dict | None:
     """The interrupted phase's training state, completed with the parameters that were not saved (frozen ones)."""
     if resume.get("stage") != stage:
         return None
     state = dict(resume["train_state"])
-    full = TaskModel(encoder, task.format, task.num_labels, seed=config["seed"]).state_dict()
+    full = TaskModel(encoder, format_of(task), task.num_labels, seed=trial.seed).state_dict()
     state["model"] = {**full, **state["model"]}
     return state
 
@@ -256,19 +227,19 @@ def _resume_state(resume: dict, stage: str, encoder, task, config) -> dict | Non
 class _Reporter:
     """Sends metrics (every `report_every` steps) and checkpoints (at phase checkpoints and after each target)."""
 
-    def __init__(self, config: dict, progress: dict, rank: int):
-        self.config, self.progress, self.rank = config, progress, rank
+    def __init__(self, trial: TrialConfig, progress: dict, rank: int):
+        self.trial, self.progress, self.rank = trial, progress, rank
 
     def on_step(self, global_step: int, loss: float, lr: float) -> None:
         self.progress.update(global_step=global_step, loss=loss, lr=lr)
         self._maybe_fail(global_step)
-        if global_step % self.config["report_every"] == 0:
+        if global_step % self.trial.report_every == 0:
             ray.train.report(self.metrics())
 
     def checkpointer(self, stage: str):
         def on_checkpoint(train_state: dict) -> None:
             # Frozen word embeddings come back from the base model: leave the biggest matrix out of checkpoints.
-            frozen = self.config["freeze_word_embeddings"]
+            frozen = self.trial.freeze_word_embeddings
             slim = {**train_state, "model": {k: v for k, v in train_state["model"].items()
                                              if not (frozen and k.endswith("word_embeddings.weight"))}}
             self.report(checkpoint_stage=stage, resume={"stage": stage, "train_state": slim})
@@ -297,20 +268,22 @@ class _Reporter:
         # first), in every report, because Tune's searchers expect their metric in every result.
         evaluated = [s["validation"]["avg"] for s in p["scores"].values()]
         metrics["objective"] = mean(evaluated) if evaluated else math.nan
+        # What featurising could not keep in training (answers outside every window, words cut off), per phase.
+        metrics.update({f"{TRUNCATED_PREFIX}.{what}": n for what, n in p.get("truncated", {}).items()})
         if final:
             metrics["phase2_cache_hit"] = p["phase2_cache_hit"]
             metrics["resumed_from_step"] = -1 if p["resumed_from_step"] is None else p["resumed_from_step"]
             metrics["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             metrics["worker_node_id"] = ray.get_runtime_context().get_node_id()
-            metrics["precision"] = self.config["precision"]
+            metrics["precision"] = self.trial.precision
             metrics["trial_complete"] = 1
         return metrics
 
     def _maybe_fail(self, global_step: int) -> None:
         """Fault injection: rank 0 dies once (a marker file remembers) when it reaches `fail_at_step`."""
-        if self.config["fail_at_step"] != global_step or self.rank != 0:
+        if self.trial.fail_at_step != global_step or self.rank != 0:
             return
-        marker = Path(self.config["storage_path"]) / f"fault-injected-{self.config['cell']}-{global_step}"
+        marker = Path(self.trial.storage_path) / f"fault-injected-{self.trial.cell}-{global_step}"
         if not marker.exists():
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.write_text("killed once\n")
