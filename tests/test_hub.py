@@ -1,6 +1,7 @@
 """Hub adapters on fixture files in each hub dataset's own schema, loaded through `datasets.load_dataset`."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import pytest
 
 from trainables import hub
 from trainables.errors import UserError
-from trainables.types import PairExample, RetrievalExample
+from trainables.types import EXAMPLE_TYPES, PairExample, RetrievalExample, SpanExample, TaggingExample
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures" / "hub"
@@ -32,11 +33,16 @@ def fixtures(monkeypatch):
 
 
 def test_registry_records():
-    assert list(TASKS) == ["mnli", "qqp", "pawsx", "xnli", "tatoeba", "bucc"]
+    assert list(TASKS) == ["mnli", "qqp", "pawsx", "xnli", "tatoeba", "bucc", "squad", "xquad", "mlqa",
+                           "mlqa_en_question", "mlqa_en_context", "tydiqa", "panx", "udpos"]
     expected = {  # role, format, num_labels, metric
         "mnli": ("intermediate", "pair", 3, "accuracy"), "qqp": ("intermediate", "pair", 2, "accuracy"),
         "pawsx": ("target", "pair", 2, "accuracy"), "xnli": ("target", "pair", 3, "accuracy"),
         "tatoeba": ("target", "retrieval", 0, "top1_accuracy"), "bucc": ("target", "retrieval", 0, "top1_accuracy"),
+        "squad": ("intermediate", "span", 0, "f1"), "xquad": ("target", "span", 0, "f1"),
+        "mlqa": ("target", "span", 0, "mlqa_f1"), "mlqa_en_question": ("target", "span", 0, "mlqa_f1"),
+        "mlqa_en_context": ("target", "span", 0, "mlqa_f1"), "tydiqa": ("target", "span", 0, "f1"),
+        "panx": ("target", "tagging", 7, "entity_f1"), "udpos": ("target", "tagging", 17, "token_accuracy"),
     }
     for name, (role, fmt, num_labels, metric) in expected.items():
         task = TASKS[name]
@@ -143,7 +149,7 @@ def test_unknown_language_or_split(fixtures, name, split, language, valid):
 
 def test_unknown_task_and_missing_fixture(fixtures):
     with pytest.raises(UserError, match="valid: mnli, qqp, pawsx, xnli, tatoeba, bucc"):
-        hub.load_examples("squad", "train", "en")
+        hub.load_examples("xcopa", "train", "en")
     with pytest.raises(UserError, match="no fixture for facebook/xnli config sw split test"):
         TASKS["xnli"].load("test", "sw")
 
@@ -169,3 +175,144 @@ def test_offline_without_fixtures_is_one_clean_line(tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: nyu-mll/glue (mnli) needs Hugging Face hub access")
     assert hub.FIXTURES_ENV in last
+
+
+# --- extractive QA and tagging ---------------------------------------------------------------------------------
+
+def _answers_index_context(example: SpanExample) -> bool:
+    return all(example.context[start:start + len(text)] == text for text, start in example.answers)
+
+
+def test_new_task_records():
+    assert TASKS["squad"].splits == ("train", "validation") and TASKS["squad"].languages == ("en",)
+    assert TASKS["xquad"].splits == ("train", "test")  # train = SQuAD v1.1 train; test = XQuAD's one hub split
+    assert set(TASKS["xquad"].languages) == set("ar de el en es hi ro ru th tr vi zh".split())
+    for name in ("mlqa", "mlqa_en_question", "mlqa_en_context"):
+        assert TASKS[name].splits == ("train", "validation", "test")
+        assert set(TASKS[name].languages) == set("en ar de es hi vi zh".split())
+    assert TASKS["tydiqa"].splits == ("train", "test")
+    assert set(TASKS["tydiqa"].languages) == set("ar bn en fi id ko ru sw te".split())
+    assert TASKS["panx"].label_names == ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC")
+    assert len(TASKS["panx"].languages) == 40 and {"ja", "ko", "yo", "zh"} <= set(TASKS["panx"].languages)
+    assert TASKS["udpos"].label_names[:3] == ("ADJ", "ADP", "ADV") and TASKS["udpos"].label_names[-1] == "X"
+    assert len(TASKS["udpos"].languages) == 33 and {"kk", "th", "tl", "yo"} <= set(TASKS["udpos"].languages)
+    assert all(not task.label_names for task in TASKS.values() if task.format != "tagging")
+
+
+def test_squad_answers_keep_offsets(fixtures):
+    train = TASKS["squad"].load("train", "en")
+    assert len(train) == 3 and all(isinstance(ex, SpanExample) and _answers_index_context(ex) for ex in train)
+    assert train[1].question == "On which continent is the Amazon basin?"
+    assert train[1].answers == (("South America", 57),)
+    assert (train[1].id, train[1].language, train[1].question_language) == ("5733be284776f41900661182", "en", "")
+    several = TASKS["squad"].load("validation", "en")[0]  # three gold answers, any of them counts
+    assert several.answers == (("Levi's Stadium", 43), ("Levi's Stadium in Santa Clara, California", 43),
+                               ("Santa Clara, California", 61))
+    score = TASKS["squad"].load("validation", "en")[1]
+    assert score.answers[0] == ("24–10", 132) and _answers_index_context(score)  # offsets count characters
+
+
+def test_xquad_trains_on_squad(fixtures):
+    assert TASKS["xquad"].load("train", "en") == TASKS["squad"].load("train", "en")
+    german = TASKS["xquad"].load("test", "de")  # config xquad.de, hub split "validation"
+    assert [ex.answers for ex in german] == [(("15", 47),), (("Cam Newton", 95),)]
+    assert {ex.language for ex in german} == {"de"} and all(_answers_index_context(ex) for ex in german)
+    chinese = TASKS["xquad"].load("test", "zh")[0]
+    assert chinese.question == "黑豹队的四分卫是谁？" and chinese.answers == (("卡姆·牛顿", 23),)
+    assert _answers_index_context(chinese) and chinese.language == "zh"
+
+
+def test_mlqa_rows_keep_one_language(fixtures):
+    german = TASKS["mlqa"].load("test", "de")  # config MLQA.de.de
+    assert german[0].answers == (("etwa 1230 Kilometer", 78),)
+    assert (german[0].language, german[0].question_language) == ("de", "")
+    # English question, Hindi context: config MLQA.hi.en (context language first)
+    hindi = TASKS["mlqa_en_question"].load("validation", "hi")[0]
+    assert (hindi.language, hindi.question_language) == ("hi", "en")
+    assert hindi.question.startswith("Into which bay") and hindi.answers == (("बंगाल की खाड़ी", 32),)
+    assert _answers_index_context(hindi)
+    # Arabic question, English context: config MLQA.en.ar; the row's language is the question's
+    arabic = TASKS["mlqa_en_context"].load("test", "ar")[0]
+    assert (arabic.language, arabic.question_language, arabic.context_language) == ("ar", "", "en")
+    assert arabic.question == "إلى أي بحر يصب نهر النيل؟" and arabic.answers == (("the Mediterranean Sea", 75),)
+    assert TASKS["mlqa_en_context"].load("train", "en") == TASKS["squad"].load("train", "en")
+
+
+def test_tydiqa_language_from_id(fixtures):
+    train = TASKS["tydiqa"].load("train", "en")  # the Arabic row of the shared train split is not English
+    assert [ex.id for ex in train] == ["english-7374244548036011488-0", "english--2054924413563541920-1"]
+    assert all(ex.language == "en" and _answers_index_context(ex) for ex in train)
+    swahili = TASKS["tydiqa"].load("test", "sw")  # hub split "validation", one config for every language
+    assert [(ex.id, ex.answers) for ex in swahili] == [("swahili--1309286475234159622-0", (("Nairobi", 0),))]
+    korean = TASKS["tydiqa"].load("test", "ko")[0]
+    assert korean.answers == (("서울", 10),) and _answers_index_context(korean) and korean.language == "ko"
+    assert len(TASKS["tydiqa"].load("test", "ar")) == 1 and TASKS["tydiqa"].load("test", "bn") == []
+
+
+def test_panx_tags_in_hub_order(fixtures, caplog):
+    with caplog.at_level("WARNING", logger="trainables.hub"):
+        train = TASKS["panx"].load("train", "en")
+    assert len(train) == 2 and all(isinstance(ex, TaggingExample) for ex in train)
+    names = TASKS["panx"].label_names
+    assert train[0].words == ("Barack", "Obama", "visited", "New", "York", ".")
+    assert [names[i] for i in train[0].labels] == ["B-PER", "I-PER", "O", "B-LOC", "I-LOC", "O"]
+    assert [names[i] for i in train[1].labels] == ["O", "I-ORG", "I-ORG", "O"]  # I- after O kept as the hub has it
+    assert "skipped 1 rows without labels" in caplog.text  # the row whose ner_tags is null
+    german = TASKS["panx"].load("test", "de")[0]
+    assert german == TaggingExample(("Angela", "Merkel", "besuchte", "München", "."), (1, 2, 0, 5, 0), "de")
+    chinese = TASKS["panx"].load("test", "zh")[0]
+    assert chinese.words[:2] == ("北", "京") and [names[i] for i in chinese.labels[:3]] == ["B-LOC", "I-LOC", "O"]
+
+
+def test_udpos_language_names(fixtures):
+    names = TASKS["udpos"].label_names
+    train = TASKS["udpos"].load("train", "en")  # config udpos.English
+    assert [[names[i] for i in ex.labels] for ex in train] == [["DET", "NOUN", "VERB", "PUNCT"], ["PRON", "AUX", "ADJ"]]
+    german = TASKS["udpos"].load("validation", "de")[0]  # config udpos.German
+    assert german.words[3] == "groß" and names[german.labels[3]] == "ADJ"
+    hindi = TASKS["udpos"].load("test", "hi")[0]  # config udpos.Hindi
+    assert hindi.words == ("राम", "घर", "गया", "।")
+    assert [names[i] for i in hindi.labels] == ["PROPN", "NOUN", "VERB", "PUNCT"]
+
+
+@pytest.mark.parametrize("name, split, language", [
+    ("squad", "validation", "en"), ("xquad", "test", "de"), ("mlqa", "test", "de"), ("tydiqa", "test", "sw"),
+    ("panx", "test", "de"), ("udpos", "test", "hi"),
+])
+def test_examples_match_the_task_format(fixtures, name, split, language):
+    examples = TASKS[name].load(split, language)
+    assert examples and all(type(ex) is EXAMPLE_TYPES[TASKS[name].format] for ex in examples)
+    if TASKS[name].format == "tagging":
+        assert all(len(ex.words) == len(ex.labels) and max(ex.labels) < TASKS[name].num_labels for ex in examples)
+
+
+def test_answer_not_at_its_offset_names_the_row(tmp_path, monkeypatch):
+    folder = tmp_path / "google__xquad" / "xquad.es"
+    folder.mkdir(parents=True)
+    row = {"id": "56beb4343aeaaa14008c925b", "context": "Los Panthers ganaron 15 partidos.", "question": "¿Cuántos?",
+           "answers": {"text": ["15"], "answer_start": [3]}}
+    (folder / "validation.jsonl").write_text(json.dumps(row, ensure_ascii=False) + "\n")
+    monkeypatch.setenv(hub.FIXTURES_ENV, str(tmp_path))
+    with pytest.raises(UserError, match=r"google/xquad \(xquad\.es, validation\) row 0: row id "
+                                        r"56beb4343aeaaa14008c925b: answer '15' is not at character 3"):
+        TASKS["xquad"].load("test", "es")
+
+
+def test_qa_and_tagging_schema_errors(tmp_path, monkeypatch):
+    folder = tmp_path / "google__xtreme" / "MLQA.es.es"
+    folder.mkdir(parents=True)
+    (folder / "test.jsonl").write_text('{"id": "x", "context": "c", "question": "q", "answer": "c"}\n')
+    monkeypatch.setenv(hub.FIXTURES_ENV, str(tmp_path))
+    with pytest.raises(UserError, match=r"google/xtreme \(MLQA.es.es, test\) lacks the columns \['answers'\]"):
+        TASKS["mlqa"].load("test", "es")
+    with pytest.raises(UserError, match="no fixture for google/xtreme config PAN-X.fr split validation"):
+        TASKS["panx"].load("validation", "fr")
+
+
+def test_split_the_hub_lacks_for_a_language(fixtures):
+    with pytest.raises(UserError, match="google/xtreme has no validation split for 'th' .*kk, th, tl, yo"):
+        TASKS["udpos"].load("validation", "th")
+    with pytest.raises(UserError, match="task 'xquad' has no split 'validation'; valid: train, test"):
+        TASKS["xquad"].load("validation", "de")
+    with pytest.raises(UserError, match="task 'squad' has no language 'de'"):
+        TASKS["mlqa"].load("train", "de")  # training data is SQuAD's English

@@ -1,26 +1,38 @@
-"""Hub tasks: MNLI, QQP, PAWS-X, XNLI, Tatoeba and BUCC through `datasets.load_dataset`.
+"""Hub tasks through `datasets.load_dataset`: pair classification (MNLI, QQP, PAWS-X, XNLI), retrieval (Tatoeba,
+BUCC), extractive QA (SQuAD, XQuAD, MLQA, TyDiQA-GoldP) and word tagging (PAN-X NER, UD POS).
 
-Each dataset is one row of `SOURCES`: hub id, our language -> hub config, our split -> hub split, and which hub
-column fills which example field. One code path loads every one of them: `_load_rows` asks the hub, or, when
-`XSTILTS_HUB_FIXTURES=<dir>` is set, loads `<dir>/<hub id, "/" as "__">/<config>/<hub split>.{jsonl,json,csv,parquet}`
-through the same `load_dataset` (builder "json"/"csv"/"parquet"); the same row mapping then runs on either.
-Fixture files are written in the hub dataset's own schema (column names and label encodings).
+Each dataset is one row of `SOURCES`: hub id, our language -> hub config, our split -> hub split, which hub column
+fills which example field, and the function that turns one such row into an example. One code path loads every one
+of them: `_load_rows` asks the hub, or, when `XSTILTS_HUB_FIXTURES=<dir>` is set, loads
+`<dir>/<hub id, "/" as "__">/<config>/<hub split>.{jsonl,json,csv,parquet}` through the same `load_dataset` (builder
+"json"/"csv"/"parquet"); the same row mapping then runs on either. Fixture files are written in the hub dataset's own
+schema (column names, nested `answers`, ClassLabel integers).
+
+Rows without labels (label -1 or missing, a question without answers) are skipped and counted in a warning. A QA
+answer that is not found at its character offset in the context stops the load with a UserError naming the row.
 
 Importing this module is cheap: `datasets` is imported only when a task is loaded.
 """
 from __future__ import annotations
 
 import importlib
+import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Callable, Optional
 
 from trainables.errors import UserError
-from trainables.types import (INTERMEDIATE, PAIR, RETRIEVAL, TARGET, PairExample, RetrievalExample, Task)
+from trainables.types import (INTERMEDIATE, PAIR, RETRIEVAL, SPAN, TAGGING, TARGET, PairExample, RetrievalExample,
+                              SpanExample, TaggingExample, Task)
 
 FIXTURES_ENV = "XSTILTS_HUB_FIXTURES"
 FIXTURE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+log = logging.getLogger(__name__)
+
+# (fields of one hub row, renamed to example fields; our language) -> an example, or None for a row without labels
+RowConverter = Callable[[dict, str], Optional[object]]
 
 
 @dataclass(frozen=True)
@@ -29,13 +41,67 @@ class HubSource:
     configs: dict[str, str]   # our ISO 639-1 language -> hub config name
     splits: dict[str, str]    # our split -> hub split
     columns: dict[str, str]   # example field -> hub column
+    to_example: RowConverter
+    train_from: str = ""      # our train split is this other source's train split (XTREME trains XQuAD on SQuAD)
+    keep: Optional[Callable[[dict, str], bool]] = None  # which rows of a config belong to a language, if not all
+    missing: dict[str, tuple[str, ...]] = field(default_factory=dict)  # our split -> languages the hub lacks it in
 
+    @property
+    def split_names(self) -> tuple[str, ...]:
+        return ("train",) * bool(self.train_from) + tuple(self.splits)
+
+
+# --- row converters --------------------------------------------------------------------------------------------
+
+def _pair(fields: dict, language: str) -> PairExample | None:
+    if fields["label"] is None or int(fields["label"]) == -1:
+        return None
+    return PairExample(fields["text_a"], fields["text_b"], int(fields["label"]), language)
+
+
+def _retrieval(fields: dict, language: str) -> RetrievalExample:
+    # Tatoeba sentences keep the newline of the line they were read from.
+    return RetrievalExample(fields["query"].strip(), fields["target"].strip(), language)
+
+
+def _span(fields: dict, language: str, question_language: str = "", context_language: str = "") -> SpanExample | None:
+    """A SQuAD-format row (answers = {"text": [...], "answer_start": [...]}) with every gold answer it has."""
+    answers = fields["answers"] or {}
+    texts, starts = answers.get("text") or [], answers.get("answer_start") or []
+    if not texts:
+        return None
+    if len(texts) != len(starts):
+        raise UserError(f"row id {fields['id']}: {len(texts)} answer texts but {len(starts)} answer_start offsets")
+    context = fields["context"]
+    for text, start in zip(texts, starts):
+        if start is None or context[start:start + len(text)] != text:
+            found = "" if start is None else context[start:start + len(text)]
+            raise UserError(f"row id {fields['id']}: answer {text!r} is not at character {start} of its context "
+                            f"(found {found!r})")
+    return SpanExample(fields["question"], context, tuple(zip(texts, map(int, starts))), language,
+                       question_language=question_language, id=fields["id"], context_language=context_language)
+
+
+def _tagging(fields: dict, language: str) -> TaggingExample | None:
+    words, labels = fields["words"], fields["labels"]
+    if not labels or any(label is None or label < 0 for label in labels):
+        return None
+    if len(words) != len(labels):
+        raise UserError(f"{len(words)} words but {len(labels)} labels")
+    return TaggingExample(tuple(words), tuple(int(label) for label in labels), language)
+
+
+# --- the sources -----------------------------------------------------------------------------------------------
 
 def _same(languages: str) -> dict[str, str]:
     return {lang: lang for lang in languages.split()}
 
 
-PAIR_SPLITS = {"train": "train", "validation": "validation", "test": "test"}
+THREE_SPLITS = {"train": "train", "validation": "validation", "test": "test"}
+PAIR_COLUMNS = {"text_a": "sentence1", "text_b": "sentence2", "label": "label"}
+NLI_COLUMNS = {"text_a": "premise", "text_b": "hypothesis", "label": "label"}
+RETRIEVAL_COLUMNS = {"query": "target_sentence", "target": "source_sentence"}
+QA_COLUMNS = {"id": "id", "question": "question", "context": "context", "answers": "answers"}
 XNLI_LANGUAGES = "ar bg de el en es fr hi ru sw th tr ur vi zh"
 PAWSX_LANGUAGES = "en de es fr ja ko zh"
 # XTREME's 36 Tatoeba languages: ISO 639-1 -> the ISO 639-3 code in the config name (zh is Mandarin, "cmn").
@@ -47,44 +113,79 @@ TATOEBA_ISO3 = {
     "tr": "tur", "ur": "urd", "vi": "vie", "zh": "cmn",
 }
 BUCC_LANGUAGES = "de fr ru zh"
+XQUAD_LANGUAGES = "ar de el en es hi ro ru th tr vi zh"
+MLQA_LANGUAGES = "en ar de es hi vi zh"
+MLQA_SPLITS = {"validation": "validation", "test": "test"}
+# TyDiQA-GoldP ids start with the language's English name: "arabic-2387335860751143628-1".
+TYDIQA_NAMES = {"ar": "arabic", "bn": "bengali", "en": "english", "fi": "finnish", "id": "indonesian",
+                "ko": "korean", "ru": "russian", "sw": "swahili", "te": "telugu"}
+PANX_LANGUAGES = ("af ar bg bn de el en es et eu fa fi fr he hi hu id it ja jv ka kk ko ml mr ms my nl pt ru sw "
+                  "ta te th tl tr ur vi yo zh")
+PANX_TAGS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC")   # the hub's ClassLabel order
+# XTREME's UD POS treebank languages: ISO 639-1 -> the English language name in the config name.
+UDPOS_NAMES = {
+    "af": "Afrikaans", "ar": "Arabic", "eu": "Basque", "bg": "Bulgarian", "zh": "Chinese", "nl": "Dutch",
+    "en": "English", "et": "Estonian", "fi": "Finnish", "fr": "French", "de": "German", "el": "Greek",
+    "he": "Hebrew", "hi": "Hindi", "hu": "Hungarian", "id": "Indonesian", "it": "Italian", "ja": "Japanese",
+    "kk": "Kazakh", "ko": "Korean", "mr": "Marathi", "fa": "Persian", "pt": "Portuguese", "ru": "Russian",
+    "es": "Spanish", "tl": "Tagalog", "ta": "Tamil", "te": "Telugu", "th": "Thai", "tr": "Turkish", "ur": "Urdu",
+    "vi": "Vietnamese", "yo": "Yoruba",
+}
+UPOS_TAGS = ("ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON", "PROPN", "PUNCT",
+             "SCONJ", "SYM", "VERB", "X")   # the hub's ClassLabel order
+
+
+def _tydiqa_row_in(fields: dict, language: str) -> bool:
+    return fields["id"].split("-", 1)[0] == TYDIQA_NAMES[language]
+
 
 SOURCES: dict[str, HubSource] = {
     # GLUE test labels are hidden (-1), so MNLI's mismatched validation set serves as our test split, and QQP
     # has no test split.
     "mnli": HubSource(
         "nyu-mll/glue", {"en": "mnli"},
-        {"train": "train", "validation": "validation_matched", "test": "validation_mismatched"},
-        {"text_a": "premise", "text_b": "hypothesis", "label": "label"}),
+        {"train": "train", "validation": "validation_matched", "test": "validation_mismatched"}, NLI_COLUMNS, _pair),
     "qqp": HubSource(
         "nyu-mll/glue", {"en": "qqp"}, {"train": "train", "validation": "validation"},
-        {"text_a": "question1", "text_b": "question2", "label": "label"}),
-    "pawsx": HubSource(
-        "google-research-datasets/paws-x", _same(PAWSX_LANGUAGES), PAIR_SPLITS,
-        {"text_a": "sentence1", "text_b": "sentence2", "label": "label"}),
-    "xnli": HubSource(
-        "facebook/xnli", _same(XNLI_LANGUAGES), PAIR_SPLITS,
-        {"text_a": "premise", "text_b": "hypothesis", "label": "label"}),
+        {"text_a": "question1", "text_b": "question2", "label": "label"}, _pair),
+    "pawsx": HubSource("google-research-datasets/paws-x", _same(PAWSX_LANGUAGES), THREE_SPLITS, PAIR_COLUMNS, _pair),
+    "xnli": HubSource("facebook/xnli", _same(XNLI_LANGUAGES), THREE_SPLITS, NLI_COLUMNS, _pair),
     # XTREME puts the non-English side in source_sentence and English in target_sentence. Tatoeba has a single
     # hub split ("validation"), used by XTREME as the test set.
     "tatoeba": HubSource(
         "google/xtreme", {lang: f"tatoeba.{iso3}" for lang, iso3 in TATOEBA_ISO3.items()}, {"test": "validation"},
-        {"query": "target_sentence", "target": "source_sentence"}),
+        RETRIEVAL_COLUMNS, _retrieval),
     # BUCC rows are the gold pairs only; validation is the BUCC "sample" set, test the BUCC "training" set.
     "bucc": HubSource(
         "google/xtreme", {lang: f"bucc18.{lang}" for lang in BUCC_LANGUAGES.split()},
-        {"validation": "validation", "test": "test"},
-        {"query": "target_sentence", "target": "source_sentence"}),
+        {"validation": "validation", "test": "test"}, RETRIEVAL_COLUMNS, _retrieval),
+    "squad": HubSource("rajpurkar/squad", {"en": "plain_text"}, {"train": "train", "validation": "validation"},
+                       QA_COLUMNS, _span),
+    # XQuAD's one hub split is XTREME's test set; like MLQA it trains on SQuAD v1.1.
+    "xquad": HubSource("google/xquad", {lang: f"xquad.{lang}" for lang in XQUAD_LANGUAGES.split()},
+                       {"test": "validation"}, QA_COLUMNS, _span, train_from="squad"),
+    # MLQA as XTREME packages it (parquet): configs MLQA.<context language>.<question language>. Every example's
+    # `language` is the non-English side X, so a results row keeps one language: X-X, an English question on an
+    # X context (question_language "en"), and an X question on an English context (context_language "en").
+    "mlqa": HubSource("google/xtreme", {lang: f"MLQA.{lang}.{lang}" for lang in MLQA_LANGUAGES.split()},
+                      MLQA_SPLITS, QA_COLUMNS, _span, train_from="squad"),
+    "mlqa_en_question": HubSource(
+        "google/xtreme", {lang: f"MLQA.{lang}.en" for lang in MLQA_LANGUAGES.split()}, MLQA_SPLITS, QA_COLUMNS,
+        partial(_span, question_language="en"), train_from="squad"),
+    "mlqa_en_context": HubSource(
+        "google/xtreme", {lang: f"MLQA.en.{lang}" for lang in MLQA_LANGUAGES.split()}, MLQA_SPLITS, QA_COLUMNS,
+        partial(_span, context_language="en"), train_from="squad"),
+    # One config holds every language. XTREME trains on the English part of the GoldP train split and tests on
+    # the dev split.
+    "tydiqa": HubSource("google/xtreme", {lang: "tydiqa" for lang in TYDIQA_NAMES},
+                        {"train": "train", "test": "validation"}, QA_COLUMNS, _span, keep=_tydiqa_row_in),
+    "panx": HubSource("google/xtreme", {lang: f"PAN-X.{lang}" for lang in PANX_LANGUAGES.split()}, THREE_SPLITS,
+                      {"words": "tokens", "labels": "ner_tags"}, _tagging),
+    "udpos": HubSource(
+        "google/xtreme", {lang: f"udpos.{name}" for lang, name in UDPOS_NAMES.items()}, THREE_SPLITS,
+        {"words": "tokens", "labels": "pos_tags"}, _tagging,
+        missing={"train": ("th", "tl", "yo"), "validation": ("kk", "th", "tl", "yo")}),
 }
-
-
-def _to_example(fmt: str, fields: dict, language: str):
-    """One hub row (already renamed to example fields) -> an example, or None for an unlabeled row."""
-    if fmt == PAIR:
-        if fields["label"] is None or int(fields["label"]) == -1:
-            return None
-        return PairExample(fields["text_a"], fields["text_b"], int(fields["label"]), language)
-    # Tatoeba sentences keep the newline of the line they were read from.
-    return RetrievalExample(fields["query"].strip(), fields["target"].strip(), language)
 
 
 def _fixture_file(root: str, hub_id: str, config: str, split: str) -> Path:
@@ -129,42 +230,78 @@ def load_examples(name: str, split: str, language: str) -> list:
     if name not in SOURCES:
         raise UserError(f"unknown hub task '{name}'; valid: {', '.join(SOURCES)}")
     source = SOURCES[name]
+    if split not in source.split_names:
+        raise UserError(f"task '{name}' has no split '{split}'; valid: {', '.join(source.split_names)}")
+    if split == "train" and source.train_from:
+        return load_examples(source.train_from, split, language)
     if language not in source.configs:
         raise UserError(f"task '{name}' has no language '{language}'; valid: {', '.join(source.configs)}")
-    if split not in source.splits:
-        raise UserError(f"task '{name}' has no split '{split}'; valid: {', '.join(source.splits)}")
+    if language in source.missing.get(split, ()):
+        raise UserError(f"{source.hub_id} has no {split} split for '{language}' (task '{name}'); languages "
+                        f"without one: {', '.join(source.missing[split])}")
     config, hub_split = source.configs[language], source.splits[split]
     rows = _load_rows(source.hub_id, config, hub_split)
     missing = sorted(set(source.columns.values()) - set(rows.column_names))
     if missing:
         raise UserError(f"{source.hub_id} ({config}, {hub_split}) lacks the columns {missing}; "
                         f"it has {rows.column_names}")
-    fmt = PAIR if "label" in source.columns else RETRIEVAL
-    examples = (_to_example(fmt, {field: row[col] for field, col in source.columns.items()}, language)
-                for row in rows)
-    return [example for example in examples if example is not None]
+    examples, unlabeled = [], 0
+    for index, row in enumerate(rows):
+        fields = {field_name: row[column] for field_name, column in source.columns.items()}
+        if source.keep is not None and not source.keep(fields, language):
+            continue
+        try:
+            example = source.to_example(fields, language)
+        except UserError as err:
+            raise UserError(f"{source.hub_id} ({config}, {hub_split}) row {index}: {err}") from None
+        if example is None:
+            unlabeled += 1
+        else:
+            examples.append(example)
+    if unlabeled:
+        log.warning("%s (%s, %s): skipped %d rows without labels, kept %d", source.hub_id, config, hub_split,
+                    unlabeled, len(examples))
+    return examples
 
 
-def _task(name: str, role: str, fmt: str, num_labels: int, max_length: int, description: str) -> Task:
+def _task(name: str, role: str, fmt: str, metric: str, max_length: int, description: str, num_labels: int = 0,
+          label_names: tuple[str, ...] = ()) -> Task:
     source = SOURCES[name]
     return Task(
-        name=name, role=role, format=fmt, languages=tuple(source.configs),
-        metric="accuracy" if fmt == PAIR else "top1_accuracy", num_labels=num_labels,
-        load=partial(load_examples, name), splits=tuple(source.splits), source="hub", max_length=max_length,
-        description=description)
+        name=name, role=role, format=fmt, languages=tuple(source.configs), metric=metric,
+        num_labels=num_labels or len(label_names), load=partial(load_examples, name), splits=source.split_names,
+        source="hub", max_length=max_length, description=description, label_names=label_names)
 
 
 HUB_TASKS: list[Task] = [
-    _task("mnli", INTERMEDIATE, PAIR, 3, 128,
-          "MultiNLI (GLUE): English premise/hypothesis -> entailment, neutral, contradiction."),
-    _task("qqp", INTERMEDIATE, PAIR, 2, 128,
-          "Quora Question Pairs (GLUE): are two English questions duplicates?"),
-    _task("pawsx", TARGET, PAIR, 2, 128,
-          "PAWS-X: paraphrase identification of adversarial sentence pairs in 7 languages."),
-    _task("xnli", TARGET, PAIR, 3, 128,
-          "XNLI: MNLI-style natural language inference in 15 languages."),
-    _task("tatoeba", TARGET, RETRIEVAL, 0, 64,
+    _task("mnli", INTERMEDIATE, PAIR, "accuracy", 128,
+          "MultiNLI (GLUE): English premise/hypothesis -> entailment, neutral, contradiction.", num_labels=3),
+    _task("qqp", INTERMEDIATE, PAIR, "accuracy", 128,
+          "Quora Question Pairs (GLUE): are two English questions duplicates?", num_labels=2),
+    _task("pawsx", TARGET, PAIR, "accuracy", 128,
+          "PAWS-X: paraphrase identification of adversarial sentence pairs in 7 languages.", num_labels=2),
+    _task("xnli", TARGET, PAIR, "accuracy", 128,
+          "XNLI: MNLI-style natural language inference in 15 languages.", num_labels=3),
+    _task("tatoeba", TARGET, RETRIEVAL, "top1_accuracy", 64,
           "Tatoeba (XTREME): find the translation of an English sentence among all sentences of one of 36 languages."),
-    _task("bucc", TARGET, RETRIEVAL, 0, 128,
+    _task("bucc", TARGET, RETRIEVAL, "top1_accuracy", 128,
           "BUCC 2018 (XTREME): retrieve the gold translation of an English sentence in de/fr/ru/zh."),
+    _task("squad", INTERMEDIATE, SPAN, "f1", 384,
+          "SQuAD v1.1: extractive question answering on English Wikipedia paragraphs."),
+    _task("xquad", TARGET, SPAN, "f1", 384,
+          "XQuAD: 1,190 SQuAD v1.1 dev questions in English and 11 professional translations; trains on SQuAD."),
+    _task("mlqa", TARGET, SPAN, "mlqa_f1", 384,
+          "MLQA: extractive QA with question and context in one of 7 languages; trains on SQuAD v1.1."),
+    _task("mlqa_en_question", TARGET, SPAN, "mlqa_f1", 384,
+          "MLQA cross-lingual: an English question on a context in language X (the row's language)."),
+    _task("mlqa_en_context", TARGET, SPAN, "mlqa_f1", 384,
+          "MLQA cross-lingual: a question in language X (the row's language) on an English context."),
+    _task("tydiqa", TARGET, SPAN, "f1", 384,
+          "TyDiQA-GoldP (XTREME): information-seeking QA in 9 languages; trains on its English part."),
+    _task("panx", TARGET, TAGGING, "entity_f1", 128,
+          "PAN-X / WikiANN (XTREME): named entities (PER, ORG, LOC) in IOB2 tags, 40 languages.",
+          label_names=PANX_TAGS),
+    _task("udpos", TARGET, TAGGING, "token_accuracy", 128,
+          "UD POS (XTREME): universal part-of-speech tags of Universal Dependencies v2.5 treebanks, 33 languages.",
+          label_names=UPOS_TAGS),
 ]
