@@ -1,4 +1,4 @@
-"""No evaluation verse reaches any training set; labels are balanced; only free translations are read.
+"""No evaluation verse or text reaches any training set; labels are balanced; only free translations are read.
 
 The fixture rebuilds every offline task from scratch (caches cleared) while recording every database query, so
 the translation codes asserted on are the ones actually read.
@@ -13,14 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from trainables import bible, bible_tasks, tasks
+from trainables import bible, bible_span_tagging, bible_tasks, tasks
+from trainables.bible_tasks import VERSE_NUMBER, normalise
 from trainables.errors import UserError
+from trainables.types import SPAN, TAGGING, TARGET, SpanExample, TaggingExample
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def clear_caches() -> None:
-    for module in (bible, bible_tasks, tasks):
+    for module in (bible, bible_tasks, bible_span_tagging, tasks):
         for value in vars(module).values():
             if hasattr(value, "cache_clear"):
                 value.cache_clear()
@@ -61,9 +63,60 @@ def verses_of(loaded, train: bool) -> set[str]:
 
 def test_no_evaluation_verse_in_any_training_set(everything):
     loaded, _ = everything
+    assert {"verse_qa", "verse_qa_xlt", "verse_boundaries"} <= {name for name, _, _ in loaded}
     train, evaluation = verses_of(loaded, train=True), verses_of(loaded, train=False)
     assert len(train) > 20_000 and len(evaluation) > 4_000
     assert not train & evaluation
+
+
+def tagged_verses(ex: TaggingExample) -> list[str]:
+    """The words of each verse: a B- label starts one."""
+    starts = [i for i, label in enumerate(ex.labels) if label == bible_span_tagging.B_VERSE] + [len(ex.words)]
+    return [" ".join(ex.words[a:b]) for a, b in zip(starts, starts[1:])]
+
+
+def texts_seen(ex, evaluation: bool) -> list[str]:
+    """The texts a model sees of an example. Span: question and answer (training also the context); tagging: the
+    joined words and each verse."""
+    if isinstance(ex, SpanExample):
+        return [ex.question, *(text for text, _ in ex.answers), *(() if evaluation else (ex.context,))]
+    if isinstance(ex, TaggingExample):
+        return [" ".join(ex.words), *tagged_verses(ex)]
+    fields = ("text", "text_a", "text_b", "context", "query", "target")
+    return [getattr(ex, f) for f in fields if hasattr(ex, f)] + list(getattr(ex, "choices", ()))
+
+
+def leaked(loaded, training: set[str]) -> Counter:
+    """Per target, the evaluation examples showing a training text. Intermediate tasks are only ever trained on:
+    their own evaluation splits are never scored, and keep such verses."""
+    return Counter(name for (name, split, _), examples in loaded.items()
+                   if split != "train" and tasks.get_task(name).role == TARGET
+                   for ex in examples if any(normalise(text) in training for text in texts_seen(ex, evaluation=True)))
+
+
+@pytest.fixture(scope="module")
+def training_texts(everything) -> set[str]:
+    loaded, _ = everything
+    return {normalise(text) for (_, split, _), examples in loaded.items() if split == "train"
+            for ex in examples for text in texts_seen(ex, evaluation=False)}
+
+
+def test_no_evaluation_text_in_any_training_set(everything, training_texts):
+    """Normalised (bible_tasks.normalise), no text an evaluation example shows equals one a training example shows."""
+    loaded, _ = everything
+    assert len(training_texts) > 50_000
+    assert not leaked(loaded, training_texts)
+
+
+def test_the_text_check_finds_the_duplicates_the_builders_drop(everything, training_texts, monkeypatch):
+    """Without dropping them, parallel passages and formulas put genre test verses into training sets word for word."""
+    monkeypatch.setattr(bible_tasks, "shows_training_text", lambda codes: frozenset())
+    bible_tasks._genre_keys.cache_clear()
+    try:
+        unfiltered = {("genre", "test", "en"): bible_tasks.genre("test", "en")}
+    finally:
+        bible_tasks._genre_keys.cache_clear()
+    assert leaked(unfiltered, training_texts)["genre"] >= 20
 
 
 def test_every_verse_comes_from_a_chapter_of_its_split(everything):
@@ -143,7 +196,10 @@ def test_evaluation_languages_share_verses(everything):
 
 def test_texts_are_clean(everything):
     loaded, _ = everything
-    for (_, _, _), examples in loaded.items():
+    for (name, _, _), examples in loaded.items():
+        fmt = tasks.get_task(name).format
         for ex in examples[:500]:
-            for text in (getattr(ex, "text_a", ""), getattr(ex, "text_b", ""), getattr(ex, "text", "")):
+            for text in texts_seen(ex, evaluation=False):
                 assert "`" not in text and "***" not in text and text == text.strip()
+                if fmt in (SPAN, TAGGING):
+                    assert not VERSE_NUMBER.search(text), (name, text)  # alternative verse numbers are removed

@@ -6,10 +6,14 @@ a cross reference, every option of a multiple-choice example, every negative. Ra
 random.Random seeded with a fixed string per (task, split), so every process builds the same examples.
 
 Verse keys are (book, chapter, verse) tuples; examples carry them as "book.chapter.verse" strings.
+
+Evaluation sets also leave out verses that a training set shows word for word (parallel passages such as Isaiah
+36-37 and 2 Kings 18-19, formulas such as "Yahweh spoke to Moses, saying,"): see shows_training_text.
 """
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter, defaultdict
 from functools import lru_cache
 from itertools import combinations
@@ -80,6 +84,34 @@ def _hard_negative(key: Key, chapter: list[Key], split_keys: list[Key], rng: ran
 def _in_all(keys: list[Key], codes) -> list[Key]:
     tables = [verses(code) for code in codes]
     return [key for key in keys if all(key in table for table in tables)]
+
+
+# --- evaluation verses whose text a training chapter also has --------------------------------------------------------
+
+# Alternative versification some translations print inside the text, e.g. "(7:26)" in Segond, "(20-43)" in 1934.
+VERSE_NUMBER = re.compile(r"\(\d+\s*[:.-]+\s*\d+\)")
+_NOT_WORD = re.compile(r"[^\w\s]+")
+
+
+def normalise(text: str) -> str:
+    """The form in which two texts count as the same: verse-number markers removed, lower case, every character
+    that is neither a word character nor whitespace removed (punctuation, symbols, combining marks), single spaces."""
+    return " ".join(_NOT_WORD.sub("", VERSE_NUMBER.sub(" ", text).lower()).split())
+
+
+@lru_cache(maxsize=None)
+def _shows_training_text(code: str) -> frozenset[Key]:
+    splits = chapter_splits()
+    normalised = {key: normalise(text) for key, text in verses(code).items()}
+    training = {text for key, text in normalised.items() if splits[key[:2]] == "train"}
+    return frozenset(key for key, text in normalised.items() if splits[key[:2]] != "train" and text in training)
+
+
+def shows_training_text(codes) -> frozenset[Key]:
+    """Verses of evaluation chapters whose text in one of the translations `codes`, normalised, equals the text of
+    a verse of a training chapter in the same translation. Evaluation builders drop an example that shows such a
+    verse; a target whose languages share verses drops the verse in every language, so they keep sharing them."""
+    return frozenset().union(*(_shows_training_text(code) for code in codes))
 
 
 # --- en_paraphrase: two English translations of one verse vs. hard negatives ---------------------------------------
@@ -230,39 +262,54 @@ def _genre_keys(split: str) -> tuple[Key, ...]:
         by_genre[genre_of(key[0])].append(key)
     cap = GENRE_PER_GENRE[split]
     chosen = [key for genre in GENRES for key in rng.sample(by_genre[genre], min(cap, len(by_genre[genre])))]
+    if split != "train":
+        seen_in_training = shows_training_text(CANONICAL.values())
+        chosen = [key for key in chosen if key not in seen_in_training]
     return tuple(sorted(chosen))
 
 
 def genre(split: str, language: str) -> list[TextExample]:
     """Up to GENRE_PER_GENRE[split] verses per genre (the rarest genre, apocalyptic, has fewer), the same verses
-    in every language."""
+    in every language; evaluation splits then drop the verses a training chapter has in any of the 12 canonical
+    translations (shows_training_text)."""
     text = canonical_verses(language)
     return [TextExample(text[key], GENRES.index(genre_of(key[0])), language, _ids(key)) for key in _genre_keys(split)]
 
 
 # --- paraphrase_x: two translations of one verse vs. an overlap-matched negative -----------------------------------
 
+def _paraphrase_x_seen_in_training(split: str) -> frozenset[Key]:
+    codes = {code for pair in PARAPHRASE_X_PAIRS.values() for code in pair}
+    return frozenset() if split == "train" else shows_training_text(codes)
+
+
 @lru_cache(maxsize=None)
 def _paraphrase_x_keys(split: str) -> tuple[Key, ...]:
-    """Verses whose two translations exist and differ in every language of PARAPHRASE_X_PAIRS."""
+    """Verses whose two translations exist and differ in every language of PARAPHRASE_X_PAIRS; evaluation splits
+    then drop the verses a training chapter has in any of those 8 translations (shows_training_text)."""
     keys = _in_all(keys_in_split(split), {code for pair in PARAPHRASE_X_PAIRS.values() for code in pair})
     keys = [key for key in keys
             if all(verses(a)[key] != verses(b)[key] for a, b in PARAPHRASE_X_PAIRS.values())]
     rng = _rng("paraphrase_x", split)
-    return tuple(sorted(rng.sample(keys, min(PARAPHRASE_X_VERSES[split], len(keys)))))
+    chosen = sorted(rng.sample(keys, min(PARAPHRASE_X_VERSES[split], len(keys))))
+    seen_in_training = _paraphrase_x_seen_in_training(split)
+    return tuple(key for key in chosen if key not in seen_in_training)
 
 
 @lru_cache(maxsize=None)
 def _paraphrase_x(split: str, language: str) -> tuple[PairExample, ...]:
     """Per verse: (first translation, second translation) = 1, and (first translation, second translation of another
     verse of the chapter) = 0, where that verse is the one whose word overlap with the first text is closest to the
-    positive's, so lexical overlap alone cannot tell the classes apart."""
+    positive's, so lexical overlap alone cannot tell the classes apart; in evaluation splits never a verse that
+    shows_training_text names."""
     a, b = PARAPHRASE_X_PAIRS[language]
     first, second = verses(a), verses(b)
     chapters = _by_chapter(_in_all(keys_in_split(split), (a, b)))
+    seen_in_training = _paraphrase_x_seen_in_training(split)
     examples = []
     for key in _paraphrase_x_keys(split):
-        candidates = [k for k in chapters[key[:2]] if k != key and second[k] != second[key]]
+        candidates = [k for k in chapters[key[:2]]
+                      if k != key and second[k] != second[key] and k not in seen_in_training]
         if not candidates:
             continue
         target = jaccard(first[key], second[key])
@@ -281,14 +328,16 @@ def paraphrase_x(split: str, language: str) -> list[PairExample]:
 @lru_cache(maxsize=None)
 def _retrieval_keys(split: str) -> tuple[Key, ...]:
     """Aligned verses whose text is unique within each of the 12 translations (repeated verses, e.g. refrains,
-    would make the right answer ambiguous)."""
+    would make the right answer ambiguous), less those a training chapter has once normalised (shows_training_text)."""
     repeated = set()
     for lang in LANGUAGES:
         counts = Counter(canonical_verses(lang).values())
         repeated |= {key for key, text in canonical_verses(lang).items() if counts[text] > 1}
     keys = [key for key in _aligned_keys(split) if key not in repeated]
     rng = _rng("retrieval", split)
-    return tuple(sorted(rng.sample(keys, min(RETRIEVAL_PAIRS[split], len(keys)))))
+    chosen = sorted(rng.sample(keys, min(RETRIEVAL_PAIRS[split], len(keys))))
+    seen_in_training = shows_training_text(CANONICAL.values())
+    return tuple(key for key in chosen if key not in seen_in_training)
 
 
 def retrieval(split: str, language: str) -> list[RetrievalExample]:

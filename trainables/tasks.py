@@ -24,9 +24,9 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
-from trainables import bible_tasks
+from trainables import bible_span_tagging, bible_tasks
 from trainables.errors import UserError, exit_on_user_error
-from trainables.types import CHOICE, INTERMEDIATE, PAIR, RETRIEVAL, SINGLE, TARGET, Task
+from trainables.types import CHOICE, INTERMEDIATE, PAIR, RETRIEVAL, SINGLE, SPAN, TAGGING, TARGET, Task
 
 TWELVE = ("en", "fr", "de", "tl", "es", "pt", "it", "ar", "ru", "ko", "fa", "vi")
 ELEVEN = TWELVE[1:]
@@ -48,6 +48,18 @@ OFFLINE_TASKS = [
     Task("retrieval", TARGET, RETRIEVAL, ELEVEN, "top1_accuracy", 0, bible_tasks.retrieval,
          splits=("validation", "test"), max_length=128,
          description="find the translation of an English verse among all verses of the split (en -> X)"),
+    Task("verse_qa", TARGET, SPAN, ("fr", "de", "tl"), "f1", 0, bible_span_tagging.verse_qa, max_length=384,
+         max_answer_tokens=128,
+         description="extractive QA: the question is a verse in one translation, the answer that verse's text in a "
+                     "passage of 4-6 verses of its chapter in another translation of the same language"),
+    Task("verse_qa_xlt", TARGET, SPAN, ELEVEN, "f1", 0, bible_span_tagging.verse_qa_xlt, max_length=384,
+         max_answer_tokens=128,
+         description="verse_qa across languages (as MLQA's G-XLT): an English (KJV) question verse, the passage in "
+                     "language X; the same passages as verse_qa, trained on verse_qa's English data"),
+    Task("verse_boundaries", TARGET, TAGGING, TWELVE, "entity_f1", 3, bible_span_tagging.verse_boundaries,
+         max_length=384, label_names=bible_span_tagging.VERSE_LABELS,
+         description="IOB2 verse segmentation of 2-5 consecutive verses without verse numbers: B-VERSE on each "
+                     "verse's first word, I-VERSE on the rest (no word is O), entity F1 = exact verses"),
 ]
 
 
@@ -84,6 +96,11 @@ def get_task(name: str) -> Task:
     return tasks[name]
 
 
+def names_with_role(role: str) -> list[str]:
+    """The registry's tasks of one role (INTERMEDIATE or TARGET), by name."""
+    return [name for name, task in registry().items() if task.role == role]
+
+
 def split_languages(task: Task, split: str) -> tuple[str, ...]:
     """The language keys load_examples accepts for one split of a task."""
     if split == "train":
@@ -116,11 +133,11 @@ def _load(task_name: str, split: str, language: str) -> tuple:
 
 @lru_cache(maxsize=1)
 def _disk_cache() -> Path:
-    from trainables import bible, bible_tasks, types
+    from trainables import bible, bible_span_tagging, bible_tasks, types
     from trainables.models import cache_root
 
     fingerprint = hashlib.sha256()
-    for module in (bible, bible_tasks, types):
+    for module in (bible, bible_tasks, bible_span_tagging, types):
         fingerprint.update(Path(module.__file__).read_bytes())
     database = bible.db_path()
     fingerprint.update(f"{database.resolve()}:{database.stat().st_size}:{database.stat().st_mtime_ns}".encode())
