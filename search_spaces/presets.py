@@ -44,7 +44,7 @@ class Preset:
         return replace(self, **changes)
 
     def trial_constants(self) -> dict:
-        """The part of every trial config that the search does not vary (see trial_config_defaults)."""
+        """The part of every trial config that the search does not vary (see trainables/trial_config.py)."""
         constants = {name: value for name, value in self.hyperparameters.items() if not hp.is_searched(value)}
         constants.update(model=self.model, seed=0, targets=list(self.targets),
                          eval_languages=list(self.eval_languages) if self.eval_languages else None,
@@ -66,6 +66,17 @@ PRESETS = {
         targets=("genre", "retrieval"), eval_languages=("en", "fr", "de"),
         hyperparameters=hp.SMOKE, target_train_size=64, max_eval_examples=32, max_length=48,
         extra_search_trials=1, max_concurrent=2, asha_grace_steps=1, checkpoint_every=4, seconds_per_trial_estimate=15),
+    # Every task format in one tiny sweep (a few minutes): multiple choice (en_next_verse) and pairs
+    # (multi_paraphrase) as intermediate tasks; single-text classification (genre), span QA (verse_qa), tagging
+    # (verse_boundaries) and retrieval as targets. Longer inputs than smoke, so QA passages fit a few windows.
+    "smoke-formats": Preset(
+        name="smoke-formats", model="smoke",
+        english_task="en_next_verse", english_qualities=("random",), english_sizes=(0, 64),
+        multilingual_task="multi_paraphrase", multilingual_qualities=("random",), multilingual_sizes=(32,),
+        targets=("genre", "verse_qa", "verse_boundaries", "retrieval"), eval_languages=("en", "fr", "de"),
+        hyperparameters=hp.SMOKE, target_train_size=64, max_eval_examples=24, max_length=128,
+        extra_search_trials=0, max_concurrent=2, asha_grace_steps=1, checkpoint_every=4,
+        seconds_per_trial_estimate=40),
     # The default: multilingual-e5-small offline on a 2-core laptop (bf16 on CPUs with AMX/AVX512-BF16, about 50
     # pairs/s in benchmarks/trainable_overhead.py): the ladder's minimum shape (0 to 8k in 5 steps, 2 tiers, 3
     # multilingual sizes), one learning-rate point per cell, 3 seeds per cell (the replicate stage) and 300 test

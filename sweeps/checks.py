@@ -210,13 +210,18 @@ def _check_tracking_reachable(uri: str) -> None:
 # ----------------------------------------------------------------------------------------------- preset
 def _check_pools(preset: Preset) -> None:
     from trainables.subsets import pool_size, tiers
-    from trainables.tasks import get_task
+    from trainables.tasks import get_task, names_with_role
+    from trainables.types import INTERMEDIATE, TARGET
 
     for target in preset.targets:
-        get_task(target)
+        if get_task(target).role != TARGET:
+            raise UserError(f"{target} is an intermediate task, not a target: choose targets among "
+                            f"{', '.join(names_with_role(TARGET))}")
     for cell in preset.cells():
         if cell.size > 0:
-            get_task(cell.task)
+            if get_task(cell.task).role != INTERMEDIATE:
+                raise UserError(f"{cell.task} is a target task, not an intermediate one: choose among "
+                                f"{', '.join(names_with_role(INTERMEDIATE))}")
             if cell.quality not in tiers(cell.task):
                 raise UserError(f"{cell.task} has no quality tier {cell.quality!r}: choose one of "
                                 f"{', '.join(tiers(cell.task))}")

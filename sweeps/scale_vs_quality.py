@@ -65,6 +65,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                           "replicate stage (default: the preset's)")
     parser.add_argument("--english-sizes", type=_sizes, help="override the English size ladder, e.g. 0,500,2000")
     parser.add_argument("--multilingual-sizes", type=_sizes, help="override the multilingual sizes, e.g. 500,1000")
+    parser.add_argument("--targets", type=_names,
+                        help="target tasks, e.g. genre,verse_qa (default: the preset's; `python -m trainables.tasks` "
+                             "lists them)")
+    parser.add_argument("--intermediate-task", help="the English intermediate task whose sizes the ladder grows "
+                                                    "(default: the preset's)")
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"),
                         help="training and evaluation arithmetic: auto = bf16 autocast where the device does bf16 "
                              "natively (CPUs with AMX or AVX512-BF16, recent GPUs), else fp32 (default: the "
@@ -84,6 +89,15 @@ def _at_least_1(text: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, not {number}")
     return number
+
+
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(","))
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of task names, e.g. genre,verse_qa")
+    if len(set(names)) < len(names):
+        raise argparse.ArgumentTypeError(f"a task is listed twice ({text})")
+    return names
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -152,6 +166,10 @@ def main(argv=None) -> int:
             preset = preset.with_overrides(multilingual_sizes=args.multilingual_sizes)
         if args.precision:
             preset = preset.with_overrides(precision=args.precision)
+        if args.targets:
+            preset = preset.with_overrides(targets=args.targets)
+        if args.intermediate_task:
+            preset = preset.with_overrides(english_task=args.intermediate_task)
         check_address(args.address)
         experiment = args.experiment or f"scale-vs-quality-{preset.name}"
         experiment_dir = Path(args.storage_path).resolve() / experiment

@@ -58,11 +58,29 @@ def one_line_error(done, *fragments) -> str:
     (["--multilingual-sizes", "32,,64"], ["--multilingual-sizes", "not a comma-separated list"]),
     (["--experiment", "../elsewhere"], ["--experiment", "not a plain folder name"]),
     (["--num-samples"], ["--num-samples", "expected one argument"]),
+    (["--targets", "genre,,retrieval"], ["--targets", "not a comma-separated list of task names"]),
+    (["--targets", "genre,genre"], ["--targets", "a task is listed twice"]),
 ])
 def test_bad_option_is_one_line_before_anything_runs(tmp_path, args, fragments):
     # No --dry-run: had the option passed, this would be a real sweep.
     one_line_error(sweep(*args, storage=tmp_path), *fragments, "see --help")
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--targets", "genr"], ["unknown task 'genr'", "did you mean genre"]),
+    (["--targets", "genre,en_paraphrase"], ["en_paraphrase is an intermediate task, not a target", "retrieval"]),
+    (["--intermediate-task", "genre"], ["genre is a target task, not an intermediate one", "en_crossref"]),
+    (["--intermediate-task", "mnli_typo"], ["unknown task 'mnli_typo'", "did you mean mnli"]),
+])
+def test_targets_and_intermediate_task_are_checked_against_the_registry(tmp_path, args, fragments):
+    one_line_error(sweep(*args, "--dry-run", storage=tmp_path), *fragments)
+
+
+def test_chosen_targets_and_intermediate_task_reach_the_plan(tmp_path):
+    done = sweep("--targets", "retrieval", "--intermediate-task", "en_crossref", "--dry-run", storage=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "targets retrieval," in done.stdout and "english       en_crossref" in done.stdout
 
 
 # ----------------------------------------------------------------------------------------------- tracking

@@ -31,7 +31,7 @@ def one_line_error(done, *fragments):
 
 
 @pytest.mark.parametrize("args, fragments", [
-    (["--preset", "huge"], ["unknown preset", "smoke, laptop, paper"]),
+    (["--preset", "huge"], ["unknown preset", "smoke, smoke-formats, laptop, paper"]),
     (["--preset", "smoke", "--english-sizes", "0,32,1000000"], ["above its pool of 148896"]),
     (["--preset", "smoke", "--address", "not an address"], ["bad --address"]),
     (["--preset", "smoke", "--tracking-uri", "http://127.0.0.1:9"], ["cannot reach the MLflow tracking server"]),
@@ -308,3 +308,31 @@ def test_a_failing_analysis_exits_3(tmp_path):
     client, parent, children = check_one_record(storage / experiment, experiment)
     assert parent.info.status == "FAILED" and parent.data.tags["xstilts.analysis"] == "failed (exit 2)"
     assert {run.info.status for run in children} <= {"FINISHED", "KILLED"}
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("reap_ray")
+def test_every_format_runs_through_the_sweep(tmp_path):
+    """smoke-formats: choice and pair intermediate tasks; single-text, span QA, tagging and retrieval targets. Every
+    target ends with a score in every language, under its own metric, in results.csv, MLflow and the analysis."""
+    storage, experiment = tmp_path / "store", "smoke-formats"
+    done = sweep("--preset", "smoke-formats", "--storage-path", str(storage), "--experiment", experiment)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    table = rows(storage / experiment)
+    metrics = {(r["target_task"], r["metric"]) for r in table}
+    assert metrics == {("genre", "accuracy"), ("verse_qa", "f1"), ("verse_boundaries", "entity_f1"),
+                       ("retrieval", "top1_accuracy")}
+    languages = {"genre": {"en", "fr", "de"}, "verse_qa": {"fr", "de"}, "verse_boundaries": {"en", "fr", "de"},
+                 "retrieval": {"fr", "de"}}
+    for source in ("none", "english", "multilingual"):
+        for target, expected in languages.items():
+            scored_languages = {r["language"] for r in table if r["source"] == source and r["target_task"] == target
+                                and scored(r)}
+            assert scored_languages == expected | {"avg"}, (source, target)
+    client, parent, children = check_one_record(storage / experiment, experiment)
+    for run in children:
+        assert {"score.verse_qa.fr/exact_match", "score.verse_qa.fr/answers_truncated",
+                "score.verse_boundaries.de/words_truncated", "truncated.verse_qa.answers_truncated"} \
+            <= set(run.data.metrics)
+    summary = json.loads((storage / experiment / "analysis" / "summary.json").read_text())
+    assert summary["data"]["rows_read"] == len(table)
