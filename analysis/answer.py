@@ -83,7 +83,7 @@ def analyse(rows: pd.DataFrame, n_boot: int, seed: int):
     rng = np.random.default_rng(seed)
     curves, comparisons, tier_fits = [], [], []
     for (target, language), group in rows.groupby(["target_task", "language"], sort=True):
-        noise = CellNoise.from_cells(*_cells(group))
+        noise = CellNoise.from_cells(*cell_scores(group))
         resampled = noise.resample(n_boot, rng)
         tiers = sorted({key[1:3] for key in noise.scores if key[0] == "english"})
         for task, quality in tiers:
@@ -99,7 +99,7 @@ def analyse(rows: pd.DataFrame, n_boot: int, seed: int):
     return curves, comparisons, tier_fits
 
 
-def _cells(group: pd.DataFrame):
+def cell_scores(group: pd.DataFrame):
     """(source, intermediate task, quality, size) -> the scores of that cell, one per seed; and -> test examples."""
     scores, examples = {}, {}
     for (source, task, quality, size), cell in group.groupby(["source", "intermediate_task", "quality", "size"]):

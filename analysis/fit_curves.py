@@ -20,6 +20,7 @@ if __package__ in (None, ""):  # run by path: make the `analysis` package import
 
 from analysis import plots  # noqa: E402
 from analysis.answer import analyse  # noqa: E402
+from analysis.cell_means import cell_means  # noqa: E402
 from analysis.read_results import AnalysisInputError, log_artifacts, prepare, read_csv, read_mlflow  # noqa: E402
 from analysis.report import MULTIPLIERS, write_report, write_summary  # noqa: E402
 
@@ -75,8 +76,9 @@ def run(args: argparse.Namespace) -> list[Path]:
         plot_files[MULTIPLIERS] = "english_equivalent_multipliers.png"
         plots.plot_multipliers(comparisons, args.out / plot_files[MULTIPLIERS])
     data = {"input": source, **counts, **left_out, "bootstrap_resamples": args.bootstrap, "seed": args.seed}
-    write_summary(args.out / "summary.json", curves, comparisons, data)
-    write_report(args.out / "report.md", curves, comparisons, data, metrics, plot_files)
+    cells = cell_means(rows)
+    write_summary(args.out / "summary.json", curves, comparisons, data, cells)
+    write_report(args.out / "report.md", curves, comparisons, data, metrics, plot_files, cells)
     written = [args.out / "summary.json", args.out / "report.md"] + [args.out / f for f in plot_files.values()]
     if parent_run is not None:
         log_artifacts(args.tracking_uri, parent_run, written)

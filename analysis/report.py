@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from analysis.cell_means import markdown as cell_markdown
 from analysis.curves import FORMS
 from analysis.languages import group_order, script, shares_english_script
 from analysis.method import method_text
@@ -14,16 +15,17 @@ from analysis.verdicts import ci_words, number, signed, size_words
 MULTIPLIERS = "(multipliers)"  # the key of the multiplier figure among the per-target figures (no task is named so)
 
 
-def write_summary(path: Path, curves, comparisons, data: dict) -> None:
+def write_summary(path: Path, curves, comparisons, data: dict, cells=()) -> None:
     with open(path, "w") as f:
-        json.dump({"curves": curves, "comparisons": comparisons, "data": data}, f, indent=1, allow_nan=False)
+        json.dump({"curves": curves, "comparisons": comparisons, "cells": list(cells), "data": data}, f, indent=1,
+                  allow_nan=False)
 
 
 def language_order(languages):
     return sorted(set(languages), key=lambda language: (language != AVG, language))
 
 
-def write_report(path: Path, curves, comparisons, data: dict, metrics: dict, plots: dict) -> None:
+def write_report(path: Path, curves, comparisons, data: dict, metrics: dict, plots: dict, cells=()) -> None:
     selected = [row for row in curves if row["selected"]]
     lines = ["# Does more English intermediate data keep paying off?", "", _input_line(data), "", "## Verdicts", ""]
     for target in sorted(metrics):
@@ -45,6 +47,10 @@ def write_report(path: Path, curves, comparisons, data: dict, metrics: dict, plo
         target_comparisons = [row for row in comparisons if row["target_task"] == target]
         if target_comparisons:
             lines += [""] + _comparison_table(target_comparisons)
+    if cells:
+        lines += ["", "## Cell means, averaged over the languages", "",
+                  "Mean over the seeds [95% interval with seed and test-set noise] (seeds); summary.json has every "
+                  "language.", ""] + cell_markdown(list(cells))
     lines += ["", "## Design advice", ""] + _advice(selected, comparisons)
     lines += ["", method_text(data["bootstrap_resamples"], data["seed"])]
     path.write_text("\n".join(lines) + "\n")
