@@ -233,22 +233,36 @@ def _check_pools(preset: Preset) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- Ray
-def connect_ray(address: str) -> None:
+def connect_ray(address: str) -> str:
+    """Connect (or start a local runtime); returns how to open the Ray dashboard."""
     import ray
     from trainables.three_phase import trial_env
 
     if address == "local":   # always a new runtime, even where a `ray start` cluster runs
-        ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", configure_logging=True,
-                 log_to_driver=False, runtime_env={"env_vars": trial_env()})
-        return
+        context = ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1",
+                           configure_logging=True, log_to_driver=False, runtime_env={"env_vars": trial_env()})
+        return dashboard_hint(context.dashboard_url)
     if address != "auto":
         host, _, port = address.removeprefix("ray://").rpartition(":")
         _check_port_open(host, port, f"cannot connect to a Ray cluster at {host}:{port}", RAY_FIX)
     try:
-        ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": trial_env()})
+        context = ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": trial_env()})
     except (ConnectionError, RuntimeError, ValueError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"cannot connect to a Ray cluster at {address} ({first_line}): {RAY_FIX}") from None
+    return dashboard_hint(getattr(context, "dashboard_url", None))
+
+
+def dashboard_hint(url: str | None) -> str:
+    """Ray 2.60 clusters use token authentication by default: the dashboard asks for the token that
+    `ray get-auth-token` prints (it lives in ~/.ray/auth_token on the head node)."""
+    if not url:
+        return "Ray dashboard: not running on this cluster"
+    url = url if url.startswith("http") else f"http://{url}"
+    if os.environ.get("RAY_AUTH_MODE", "token").lower() == "disabled":
+        return f"Ray dashboard: {url} (Jobs, Train and Tune trials named after their cells)"
+    return (f"Ray dashboard: {url}; it asks for a token: paste what `ray get-auth-token` prints "
+            f"(Train runs are named trial-<id>, Tune trials carry their cells in the config)")
 
 
 RAY_FIX = "start one with `ray start --head --dashboard-host 127.0.0.1` or use --address local"

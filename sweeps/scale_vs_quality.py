@@ -179,7 +179,7 @@ def main(argv=None) -> int:
         print_plan(preset, the_plan, experiment_dir, tracking_uri)
         if args.dry_run:
             return 0
-        connect_ray(args.address)
+        print(connect_ray(args.address))
 
     # After the sweep finished what it could: exit 1 when any trial ended in an error (a summary of them and the
     # resume command on stderr), else 3 when the analysis failed, else 0.

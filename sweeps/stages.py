@@ -168,7 +168,7 @@ def run_sweep(preset: Preset, plan: dict, *, experiment: str, experiment_dir: Pa
         replicate = _tuner("replicate", experiment_dir, resume, callback("replicate"),
                            {**constants, **(replicas or [{}])[0]}, lambda: tune.TuneConfig(
             search_alg=BasicVariantGenerator(points_to_evaluate=replicas), num_samples=len(replicas),
-            max_concurrent_trials=plan["max_concurrent"]))
+            max_concurrent_trials=plan["max_concurrent"], trial_name_creator=trial_name))
         replicate.fit()
     state["stage"] = "done"
     save_json(state_path, state)
@@ -235,7 +235,12 @@ def _search_config(preset: Preset, plan: dict, cells: list[str], experiment: str
     scheduler = CoveringASHA(time_attr="global_step", metric="objective", mode="max",
                              max_t=10 ** 9, grace_period=max(1, preset.asha_grace_steps), reduction_factor=3)
     return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=plan["num_samples"],
-                           max_concurrent_trials=plan["max_concurrent"])
+                           max_concurrent_trials=plan["max_concurrent"], trial_name_creator=trial_name)
+
+
+def trial_name(trial) -> str:
+    """How Tune shows a trial (its tables, error summaries): the cell, the seed and the trial id."""
+    return f"{cell_label(trial.config['cell'])} s{trial.config['seed']} {trial.trial_id}"
 
 
 def replicate_configs(preset: Preset, seeds: int, cells: list[str], results) -> list[dict]:

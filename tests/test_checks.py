@@ -317,3 +317,17 @@ def test_resume_with_bad_results_table(experiment, write, fragments):
 def test_resume_with_a_damaged_tracking_store(experiment):
     (experiment / "mlflow.db").write_text("an MLflow store damaged by hand\n")
     one_line_error(resume(experiment), "the MLflow store", "is not an SQLite database")
+
+
+def test_dashboard_hint_says_how_to_get_in(monkeypatch):
+    from sweeps.checks import dashboard_hint
+    from trainables.three_phase import train_run_name
+
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)   # Ray 2.60's default: token authentication
+    hint = dashboard_hint("127.0.0.1:8265")
+    assert "http://127.0.0.1:8265" in hint and "ray get-auth-token" in hint
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    assert "token" not in dashboard_hint("http://127.0.0.1:8265")
+    assert dashboard_hint(None) == "Ray dashboard: not running on this cluster"
+    assert train_run_name("3f2a1b7c", {"cell": "english:en_paraphrase:hard:4000", "seed": 1}) == \
+        "trial-3f2a1b7c-english-en_paraphrase-hard-4000-s1"

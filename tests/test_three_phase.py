@@ -65,3 +65,19 @@ def test_trial_reports_scores_reuses_the_cache_and_survives_a_killed_worker(ray_
     assert clean["resumed_from_step"] == -1
     assert scores(killed) == scores(clean)            # determinism: same config and seed, same metrics
     assert not any(math.isnan(v) for v in scores(clean).values())
+
+
+def test_a_target_without_validation_is_reported_on_test_and_leaves_the_objective():
+    """Tatoeba and XQuAD have no validation split: their test scores are reported, the objective comes from the
+    targets that have one (and is NaN while none has)."""
+    from trainables.three_phase import _fresh_progress, _Reporter
+    from trainables.trial_config import TrialConfig
+
+    progress = _fresh_progress()
+    progress["scores"]["tatoeba"] = {"test": {"fr": 80.0, "avg": 80.0}}
+    metrics = _Reporter(TrialConfig(), progress, rank=0).metrics()
+    assert metrics["score.tatoeba.fr"] == 80.0 and "val.tatoeba.avg" not in metrics
+    assert math.isnan(metrics["objective"])
+    progress["scores"]["genre"] = {"validation": {"fr": 40.0, "avg": 40.0}, "test": {"fr": 42.0, "avg": 42.0}}
+    metrics = _Reporter(TrialConfig(), progress, rank=0).metrics()
+    assert metrics["objective"] == 40.0 and metrics["score.genre.avg"] == 42.0

@@ -64,7 +64,14 @@ def trial_env() -> dict:
 def run_trial(config: dict) -> None:
     """The Tune function trainable: one TorchTrainer run per trial."""
     trial_id = ray.tune.get_context().get_trial_id()
-    build_trainer(config, name=f"trial-{trial_id}", callbacks=[TuneReportCallback()]).fit()
+    build_trainer(config, name=train_run_name(trial_id, config), callbacks=[TuneReportCallback()]).fit()
+
+
+def train_run_name(trial_id: str, config: dict) -> str:
+    """The Train run's name, as the Ray dashboard lists it: the Tune trial id (a restarted trial finds its own
+    checkpoints under it) and the data cell and seed, so a cell's runs can be found by name."""
+    cell = config.get("cell", "none").replace(":", "-")
+    return f"trial-{trial_id}-{cell}-s{config.get('seed', 0)}"
 
 
 def build_trainer(config: dict, *, name: str, callbacks=()) -> TorchTrainer:
@@ -151,7 +158,8 @@ def trial_loop(config: dict) -> None:
             progress["global_step"] = result.global_step
             _note_truncated(progress, target, result.notes)
         progress["phase"] = f"evaluate:{target}"
-        eval_sets = {split: _eval_sets(task, split, trial) for split in ("validation", "test")}
+        # A target without a validation split (Tatoeba, XQuAD) is scored on test only and leaves the objective.
+        eval_sets = {split: _eval_sets(task, split, trial) for split in ("validation", "test") if split in task.splits}
         progress["scores"][target] = {
             split: zero_shot_evaluation(model, tokenizer, task, examples, device=device,
                                         max_length=min(task.max_length, trial.max_length),
@@ -261,12 +269,13 @@ class _Reporter:
             metrics.update(loss=p["loss"], lr=p["lr"])
         for target, splits in p["scores"].items():
             for split, prefix in (("validation", VALIDATION_PREFIX), ("test", TEST_PREFIX)):
-                metrics.update({metric_key(prefix, target, lang): value for lang, value in splits[split].items()})
+                scores = splits.get(split, {})
+                metrics.update({metric_key(prefix, target, lang): value for lang, value in scores.items()})
         for target, counts in p.get("counts", {}).items():
             metrics.update({metric_key(COUNT_PREFIX, target, lang): n for lang, n in counts.items()})
         # The running objective: the mean validation `avg` over the targets evaluated so far (NaN before the
         # first), in every report, because Tune's searchers expect their metric in every result.
-        evaluated = [s["validation"]["avg"] for s in p["scores"].values()]
+        evaluated = [s["validation"]["avg"] for s in p["scores"].values() if "validation" in s]
         metrics["objective"] = mean(evaluated) if evaluated else math.nan
         # What featurising could not keep in training (answers outside every window, words cut off), per phase.
         metrics.update({f"{TRUNCATED_PREFIX}.{what}": n for what, n in p.get("truncated", {}).items()})

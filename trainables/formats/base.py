@@ -80,7 +80,6 @@ class Format:
     """Pooled classification is the default behaviour; a format overrides what it does differently."""
     name = ""
     trains = True          # False: no head and no training (scored from hidden states)
-    label_keys = ("labels",)
 
     def featurize(self, tokenizer, examples: list, max_length: int, task) -> Features:
         raise NotImplementedError

@@ -40,7 +40,6 @@ def shortened_questions(tokenizer, questions: list[str], max_tokens: int) -> tup
 
 class SpanFormat(Format):
     name = SPAN
-    label_keys = ("start_positions", "end_positions")
 
     def featurize(self, tokenizer, examples, max_length, task) -> Features:
         questions, cut = shortened_questions(tokenizer, [ex.question.lstrip() for ex in examples], max_length // 2)
