@@ -35,7 +35,7 @@ def check_inputs(preset: Preset, experiment_dir: Path, tracking_uri: str, *, res
     check_environment()
     _check_writable_dir(experiment_dir, "the storage path", "pass a writable --storage-path", create=not dry_run)
     _check_sqlite_folder(tracking_uri, create=not dry_run)
-    _check_pools(preset)
+    _check_pools(preset, dry_run=dry_run)
     if not dry_run:
         _check_tracking_reachable(tracking_uri)
 
@@ -208,24 +208,34 @@ def _check_tracking_reachable(uri: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- preset
-def _check_pools(preset: Preset) -> None:
+def _check_pools(preset: Preset, *, dry_run: bool = False) -> None:
+    """Targets are targets, intermediate cells name intermediate tasks and tiers they have, and no size is above its
+    pool. A dry run loads no hub data: a hub task's whole pool (tier random) is the train size its declaration
+    documents (Task.train_size); a real run loads the pool."""
     from trainables.subsets import pool_size, tiers
-    from trainables.tasks import get_task, names_with_role
+    from trainables.tasks import get_task, load_examples, names_with_role
     from trainables.types import INTERMEDIATE, TARGET
 
     for target in preset.targets:
-        if get_task(target).role != TARGET:
+        task = get_task(target)
+        if task.role != TARGET:
             raise UserError(f"{target} is an intermediate task, not a target: choose targets among "
                             f"{', '.join(names_with_role(TARGET))}")
+        if "test" not in task.splits:
+            raise UserError(f"target {target} has no test split to report (it has {', '.join(task.splits)})")
     for cell in preset.cells():
         if cell.size > 0:
-            if get_task(cell.task).role != INTERMEDIATE:
+            task = get_task(cell.task)
+            if task.role != INTERMEDIATE:
                 raise UserError(f"{cell.task} is a target task, not an intermediate one: choose among "
                                 f"{', '.join(names_with_role(INTERMEDIATE))}")
+            if task.source == "unavailable":
+                load_examples(cell.task, "train", task.train_language)   # the UserError that says why
             if cell.quality not in tiers(cell.task):
                 raise UserError(f"{cell.task} has no quality tier {cell.quality!r}: choose one of "
                                 f"{', '.join(tiers(cell.task))}")
-            available = pool_size(cell.task, cell.quality)
+            declared = task.train_size if cell.quality == "random" else 0
+            available = declared if dry_run and declared else pool_size(cell.task, cell.quality)
             if cell.size > available:
                 raise UserError(f"size {cell.size} of {cell.task}/{cell.quality} is above its pool of "
                                 f"{available} examples: lower the size ladder (--english-sizes, --multilingual-sizes "
@@ -259,10 +269,10 @@ def dashboard_hint(url: str | None) -> str:
     if not url:
         return "Ray dashboard: not running on this cluster"
     url = url if url.startswith("http") else f"http://{url}"
+    named = "its Train runs are named trial-<id>-<cell>-s<seed>"
     if os.environ.get("RAY_AUTH_MODE", "token").lower() == "disabled":
-        return f"Ray dashboard: {url} (Jobs, Train and Tune trials named after their cells)"
-    return (f"Ray dashboard: {url}; it asks for a token: paste what `ray get-auth-token` prints "
-            f"(Train runs are named trial-<id>, Tune trials carry their cells in the config)")
+        return f"Ray dashboard: {url} ({named})"
+    return f"Ray dashboard: {url}; it asks for a token: paste what `ray get-auth-token` prints ({named})"
 
 
 RAY_FIX = "start one with `ray start --head --dashboard-host 127.0.0.1` or use --address local"

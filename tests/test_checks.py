@@ -331,3 +331,53 @@ def test_dashboard_hint_says_how_to_get_in(monkeypatch):
     assert dashboard_hint(None) == "Ray dashboard: not running on this cluster"
     assert train_run_name("3f2a1b7c", {"cell": "english:en_paraphrase:hard:4000", "seed": 1}) == \
         "trial-3f2a1b7c-english-en_paraphrase-hard-4000-s1"
+
+
+# ----------------------------------------------------------------------------------------------- hub pools
+def paper_dry_run(tmp_path, *args):
+    """The paper preset's dry run on a machine without hub access: no fixtures, hub offline, an empty hub cache."""
+    env = {name: value for name, value in os.environ.items() if name != "XSTILTS_HUB_FIXTURES"}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), HF_DATASETS_CACHE=str(tmp_path / "hf" / "datasets"))
+    command = SWEEP + ["--preset", "paper", "--dry-run", "--storage-path", str(tmp_path / "store"), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
+
+
+def test_paper_dry_run_checks_the_declared_hub_sizes_without_the_hub(tmp_path):
+    done = paper_dry_run(tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "mnli" in done.stdout and "hub access" not in done.stderr
+    assert not (tmp_path / "hf" / "datasets").exists()   # nothing was loaded
+
+
+def test_ladder_above_a_declared_hub_size_fails_on_a_dry_run(tmp_path):
+    one_line_error(paper_dry_run(tmp_path, "--english-sizes", "0,1000,392703"),
+                   "size 392703 of mnli/random is above its pool of 392702 examples", "--english-sizes")
+
+
+def test_a_real_run_checks_the_loaded_hub_pool(tmp_path, monkeypatch):
+    from sweeps.checks import _check_pools
+
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf_datasets_cache")
+    monkeypatch.setenv("XSTILTS_HUB_FIXTURES", str(REPO / "tests" / "fixtures" / "hub"))   # 5 ANLI train rows
+    preset = PRESETS["paper"].with_overrides(english_task="anli", english_sizes=(0, 6), multilingual_sizes=(32,))
+    _check_pools(preset, dry_run=True)   # against the declared 162,865
+    with pytest.raises(UserError, match="size 6 of anli/random is above its pool of 5 examples"):
+        _check_pools(preset)
+
+
+def test_unavailable_intermediate_task_says_why(tmp_path):
+    one_line_error(sweep("--intermediate-task", "ccg", "--dry-run", storage=tmp_path),
+                   "task 'ccg' is unavailable", "CCGbank", "no public hub copy")
+
+
+def test_a_target_without_a_test_split_is_refused(monkeypatch):
+    from sweeps.checks import _check_pools
+    from trainables import tasks
+    from trainables.types import RETRIEVAL, TARGET, Task
+
+    dev_only = Task("dev_only", TARGET, RETRIEVAL, ("fr",), "top1_accuracy", 0, lambda split, language: [],
+                    splits=("validation",))
+    monkeypatch.setitem(tasks.registry(), "dev_only", dev_only)
+    with pytest.raises(UserError, match="target dev_only has no test split to report"):
+        _check_pools(SMOKE.with_overrides(targets=("genre", "dev_only")), dry_run=True)

@@ -11,7 +11,8 @@ import pytest
 
 from trainables import hub
 from trainables.errors import UserError
-from trainables.types import EXAMPLE_TYPES, PairExample, RetrievalExample, SpanExample, TaggingExample
+from trainables.types import (EXAMPLE_TYPES, ChoiceExample, PairExample, RetrievalExample, SpanExample, TaggingExample,
+                              TextExample)
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures" / "hub"
@@ -34,7 +35,8 @@ def fixtures(monkeypatch):
 
 def test_registry_records():
     assert list(TASKS) == ["mnli", "qqp", "pawsx", "xnli", "tatoeba", "bucc", "squad", "xquad", "mlqa",
-                           "mlqa_en_question", "mlqa_en_context", "tydiqa", "panx", "udpos"]
+                           "mlqa_en_question", "mlqa_en_context", "tydiqa", "panx", "udpos", "anli", "commonsense_qa",
+                           "cosmos_qa", "hellaswag", "sst2", "ccg"]
     expected = {  # role, format, num_labels, metric
         "mnli": ("intermediate", "pair", 3, "accuracy"), "qqp": ("intermediate", "pair", 2, "accuracy"),
         "pawsx": ("target", "pair", 2, "accuracy"), "xnli": ("target", "pair", 3, "accuracy"),
@@ -43,6 +45,9 @@ def test_registry_records():
         "mlqa": ("target", "span", 0, "mlqa_f1"), "mlqa_en_question": ("target", "span", 0, "mlqa_f1"),
         "mlqa_en_context": ("target", "span", 0, "mlqa_f1"), "tydiqa": ("target", "span", 0, "f1"),
         "panx": ("target", "tagging", 7, "entity_f1"), "udpos": ("target", "tagging", 17, "token_accuracy"),
+        "anli": ("intermediate", "pair", 3, "accuracy"), "commonsense_qa": ("intermediate", "choice", 5, "accuracy"),
+        "cosmos_qa": ("intermediate", "choice", 4, "accuracy"), "hellaswag": ("intermediate", "choice", 4, "accuracy"),
+        "sst2": ("intermediate", "single", 2, "accuracy"),
     }
     for name, (role, fmt, num_labels, metric) in expected.items():
         task = TASKS[name]
@@ -55,6 +60,20 @@ def test_registry_records():
     assert TASKS["bucc"].languages == ("de", "fr", "ru", "zh")
     assert TASKS["tatoeba"].splits == ("test",) and TASKS["bucc"].splits == ("validation", "test")
     assert TASKS["qqp"].splits == ("train", "validation")
+    new_intermediate = ("anli", "commonsense_qa", "cosmos_qa", "hellaswag", "sst2")
+    assert all(TASKS[name].languages == ("en",) for name in new_intermediate)
+    assert TASKS["anli"].splits == ("train", "validation", "test")
+    # Hidden hub test labels: the hub's validation split is the test split, and nothing is carved from train.
+    assert all(TASKS[name].splits == ("train", "test") for name in new_intermediate[1:])
+    # Every hub task with a train split declares its documented size (a dry run checks the ladder against it).
+    assert {name: TASKS[name].train_size for name in ("mnli", "anli", "commonsense_qa", "cosmos_qa", "hellaswag",
+                                                     "sst2", "squad", "xquad")} == {
+        "mnli": 392_702, "anli": 162_865, "commonsense_qa": 9_741, "cosmos_qa": 25_262, "hellaswag": 39_905,
+        "sst2": 67_349, "squad": 87_599, "xquad": 87_599}
+    assert all((task.train_size > 0) == ("train" in task.splits) for task in TASKS.values() if task.source == "hub")
+    ccg = TASKS["ccg"]
+    assert (ccg.role, ccg.format, ccg.source, ccg.train_size) == ("intermediate", "tagging", "unavailable", 0)
+    assert "CCGbank" in ccg.description and "no public hub copy" in ccg.description
 
 
 def test_import_is_cheap_and_offline():
@@ -316,3 +335,119 @@ def test_split_the_hub_lacks_for_a_language(fixtures):
         TASKS["xquad"].load("validation", "de")
     with pytest.raises(UserError, match="task 'squad' has no language 'de'"):
         TASKS["mlqa"].load("train", "de")  # training data is SQuAD's English
+
+
+# --- intermediate tasks of the paper: ANLI, SST-2, multiple choice, CCG ------------------------------------------
+
+def test_anli_concatenates_the_rounds_in_order(fixtures):
+    train = TASKS["anli"].load("train", "en")  # train_r1 + train_r2 + train_r3
+    assert [ex.label for ex in train] == [0, 1, 2, 0, 1] and all(isinstance(ex, PairExample) for ex in train)
+    assert train[0].text_a.startswith("The Parma trolleybus system") and train[0].text_b == \
+        "The trolleybus system has over 2 urban routes"
+    assert train[2].text_b == "Lake Tahoe lies entirely within California."  # round 2 after round 1's two rows
+    assert [ex.label for ex in TASKS["anli"].load("validation", "en")] == [2, 2, 0]  # dev_r1..dev_r3
+    assert [ex.label for ex in TASKS["anli"].load("test", "en")] == [0, 2, 1]  # test_r1..test_r3
+
+
+def test_anli_missing_round_is_named(tmp_path, monkeypatch):
+    folder = tmp_path / "facebook__anli" / "plain_text"
+    folder.mkdir(parents=True)
+    (folder / "dev_r1.jsonl").write_text('{"uid": "u", "premise": "p", "hypothesis": "h", "label": 0}\n')
+    monkeypatch.setenv(hub.FIXTURES_ENV, str(tmp_path))
+    with pytest.raises(UserError, match="no fixture for facebook/anli config plain_text split dev_r2"):
+        TASKS["anli"].load("validation", "en")
+
+
+def test_commonsense_qa_answer_letter_becomes_an_index(fixtures):
+    train = TASKS["commonsense_qa"].load("train", "en")
+    assert [ex.label for ex in train] == [0, 1, 0] and all(isinstance(ex, ChoiceExample) for ex in train)
+    assert train[1] == ChoiceExample("Sammy wanted to go to where the people were.  Where might he go?",
+                                     ("race track", "populated areas", "the desert", "apartment", "roadblock"), 1, "en")
+    test = TASKS["commonsense_qa"].load("test", "en")  # hub split "validation"
+    assert [ex.choices[ex.label] for ex in test] == ["bank", "complete job"]
+
+
+def test_cosmos_qa_context_carries_the_question(fixtures):
+    train = TASKS["cosmos_qa"].load("train", "en")
+    assert [ex.label for ex in train] == [1, 2]
+    first = train[0]
+    assert first.context.startswith("Good Old War and person L") and first.context.endswith(
+        "they played . In the future , will this person go to see other bands play ?")
+    assert len(first.choices) == 4 and first.choices[0] == "None of the above choices ."
+    assert first.choices[first.label].startswith("This person likes music")
+    assert [ex.label for ex in TASKS["cosmos_qa"].load("test", "en")] == [0]
+
+
+def test_hellaswag_string_labels(fixtures):
+    train = TASKS["hellaswag"].load("train", "en")
+    assert [ex.label for ex in train] == [3, 3]
+    assert train[0].context == ("Then, the man writes over the snow covering the window of a car, and a woman wearing "
+                                "winter clothes smiles. then")
+    assert train[0].choices[3] == ", the man continues removing the snow on his car."
+    test = TASKS["hellaswag"].load("test", "en")  # hub split "validation"
+    assert test[0] == ChoiceExample("A man is sitting on a roof. he", (
+        "is using wrap to wrap a pair of skis.", "is ripping level tiles off.", "is holding a rubik's cube.",
+        "starts pulling up roofing on a roof."), 3, "en")
+
+
+def test_sst2_single_text(fixtures):
+    train = TASKS["sst2"].load("train", "en")
+    assert train[0] == TextExample("hide new secretions from the parental units ", 0, "en")
+    assert [ex.label for ex in train] == [0, 0, 1]
+    assert [ex.label for ex in TASKS["sst2"].load("test", "en")] == [1, 0]  # hub split "validation"
+    with pytest.raises(UserError, match="task 'sst2' has no split 'validation'; valid: train, test"):
+        TASKS["sst2"].load("validation", "en")
+
+
+@pytest.mark.parametrize("name, folder, row, unlabeled", [
+    # Rows as the hubs' test splits hold them: no label.
+    ("sst2", "nyu-mll__glue/sst2", {"sentence": "a good film ", "label": 1, "idx": 0}, {"label": -1}),
+    ("commonsense_qa", "tau__commonsense_qa/default",
+     {"id": "x", "question": "q?", "question_concept": "q",
+      "choices": {"label": ["A", "B", "C", "D", "E"], "text": ["a", "b", "c", "d", "e"]}, "answerKey": "E"},
+     {"answerKey": ""}),
+    ("cosmos_qa", "allenai__cosmos_qa/default",
+     {"id": "x", "context": "c", "question": "q", "answer0": "a", "answer1": "b", "answer2": "c", "answer3": "d",
+      "label": 3}, {"label": -1}),
+    ("hellaswag", "Rowan__hellaswag/default",
+     {"ind": 1, "activity_label": "a", "ctx_a": "c", "ctx_b": "", "ctx": "c", "endings": ["a", "b", "c", "d"],
+      "source_id": "s", "split": "test", "split_type": "indomain", "label": "2"}, {"label": ""}),
+])
+def test_rows_without_labels_are_skipped(tmp_path, monkeypatch, caplog, name, folder, row, unlabeled):
+    (tmp_path / folder).mkdir(parents=True)
+    lines = [json.dumps(row), json.dumps({**row, **unlabeled})]
+    (tmp_path / folder / "validation.jsonl").write_text("\n".join(lines) + "\n")
+    monkeypatch.setenv(hub.FIXTURES_ENV, str(tmp_path))
+    with caplog.at_level("WARNING", logger="trainables.hub"):
+        examples = TASKS[name].load("test", "en")
+    assert len(examples) == 1 and "skipped 1 rows without labels, kept 1" in caplog.text
+    assert type(examples[0]) is EXAMPLE_TYPES[TASKS[name].format]
+
+
+def test_choice_label_outside_the_options_names_the_row(tmp_path, monkeypatch):
+    folder = tmp_path / "tau__commonsense_qa" / "default"
+    folder.mkdir(parents=True)
+    row = {"id": "x", "question": "q?", "question_concept": "q",
+           "choices": {"label": ["A", "B", "C", "D", "E"], "text": ["a", "b", "c", "d", "e"]}, "answerKey": "F"}
+    (folder / "validation.jsonl").write_text(json.dumps(row) + "\n")
+    monkeypatch.setenv(hub.FIXTURES_ENV, str(tmp_path))
+    with pytest.raises(UserError, match=r"tau/commonsense_qa \(default, validation\) row 0: answerKey 'F' is not one "
+                                        r"of the option letters"):
+        TASKS["commonsense_qa"].load("test", "en")
+
+
+def test_unavailable_task_says_why(fixtures):
+    from trainables import tasks
+
+    for load in (lambda: hub.load_examples("ccg", "train", "en"), lambda: tasks.load_examples("ccg", "train", "en")):
+        with pytest.raises(UserError, match="task 'ccg' is unavailable: CCGbank .* has no public hub copy"):
+            load()
+
+
+def test_unavailable_task_is_listed_with_its_reason():
+    result = subprocess.run([sys.executable, "-m", "trainables.tasks", "--task", "ccg", "--json"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)["ccg"]
+    assert record["source"] == "unavailable" and "no public hub copy" in record["description"]
+    assert record["counts"] == {"train": {}, "validation": {}, "test": {}}  # nothing to count, nothing loaded

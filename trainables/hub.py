@@ -1,14 +1,19 @@
-"""Hub tasks through `datasets.load_dataset`: pair classification (MNLI, QQP, PAWS-X, XNLI), retrieval (Tatoeba,
-BUCC), extractive QA (SQuAD, XQuAD, MLQA, TyDiQA-GoldP) and word tagging (PAN-X NER, UD POS).
+"""Hub tasks through `datasets.load_dataset`: pair classification (MNLI, QQP, ANLI, PAWS-X, XNLI), single-text
+classification (SST-2), multiple choice (CommonsenseQA, Cosmos QA, HellaSwag), retrieval (Tatoeba, BUCC), extractive
+QA (SQuAD, XQuAD, MLQA, TyDiQA-GoldP) and word tagging (PAN-X NER, UD POS).
 
 Each dataset is one row of `SOURCES`: hub id, our language -> hub config, our split -> hub split, which hub column
 fills which example field, and the function that turns one such row into an example. One code path loads every one
 of them: `_load_rows` asks the hub, or, when `XSTILTS_HUB_FIXTURES=<dir>` is set, loads
 `<dir>/<hub id, "/" as "__">/<config>/<hub split>.{jsonl,json,csv,parquet}` through the same `load_dataset` (builder
 "json"/"csv"/"parquet"); the same row mapping then runs on either. Fixture files are written in the hub dataset's own
-schema (column names, nested `answers`, ClassLabel integers).
+schema (column names, nested `answers`, ClassLabel integers). A split "a+b" is hub splits a and b, concatenated.
 
-Rows without labels (label -1 or missing, a question without answers) are skipped and counted in a warning. A QA
+Each declaration carries the size of its train split as the hub documents it (`Task.train_size`), so a dry run checks
+the size ladder without loading anything. A task of the paper with no public copy (CCG) is declared with source
+"unavailable": the registry lists it, and loading it is a UserError that says why.
+
+Rows without labels (label -1, "" or missing, a question without answers) are skipped and counted in a warning. A QA
 answer that is not found at its character offset in the context stops the load with a UserError naming the row.
 
 Importing this module is cheap: `datasets` is imported only when a task is loaded.
@@ -24,11 +29,12 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from trainables.errors import UserError
-from trainables.types import (INTERMEDIATE, PAIR, RETRIEVAL, SPAN, TAGGING, TARGET, PairExample, RetrievalExample,
-                              SpanExample, TaggingExample, Task)
+from trainables.types import (CHOICE, INTERMEDIATE, PAIR, RETRIEVAL, SINGLE, SPAN, TAGGING, TARGET, ChoiceExample,
+                              PairExample, RetrievalExample, SpanExample, TaggingExample, Task, TextExample)
 
 FIXTURES_ENV = "XSTILTS_HUB_FIXTURES"
 FIXTURE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+UNAVAILABLE = "unavailable"   # Task.source of a declared task that has no public copy
 log = logging.getLogger(__name__)
 
 # (fields of one hub row, renamed to example fields; our language) -> an example, or None for a row without labels
@@ -53,10 +59,49 @@ class HubSource:
 
 # --- row converters --------------------------------------------------------------------------------------------
 
+def _unlabeled(label) -> bool:
+    """A hidden label: ClassLabel -1 (GLUE, Cosmos QA), "" (HellaSwag, CommonsenseQA) or missing."""
+    return label is None or str(label).strip() in ("", "-1")
+
+
 def _pair(fields: dict, language: str) -> PairExample | None:
-    if fields["label"] is None or int(fields["label"]) == -1:
+    if _unlabeled(fields["label"]):
         return None
     return PairExample(fields["text_a"], fields["text_b"], int(fields["label"]), language)
+
+
+def _single(fields: dict, language: str) -> TextExample | None:
+    if _unlabeled(fields["label"]):
+        return None
+    return TextExample(fields["text"], int(fields["label"]), language)
+
+
+def _choice(fields: dict, language: str) -> ChoiceExample | None:
+    """context, choices (the options' texts) and label (the right option's index, as a number or a string)."""
+    if _unlabeled(fields["label"]):
+        return None
+    choices, label = tuple(fields["choices"]), int(fields["label"])
+    if not 0 <= label < len(choices):
+        raise UserError(f"label {label} is not the index of one of its {len(choices)} options")
+    return ChoiceExample(fields["context"], choices, label, language)
+
+
+def _lettered_choice(fields: dict, language: str) -> ChoiceExample | None:
+    """CommonsenseQA: choices = {"label": ["A", ...], "text": [...]}, the answer the right option's letter."""
+    letters, answer = list(fields["choices"]["label"]), fields["answer"]
+    if _unlabeled(answer):
+        return None
+    if answer not in letters:
+        raise UserError(f"answerKey {answer!r} is not one of the option letters {letters}")
+    return _choice({"context": fields["question"], "choices": fields["choices"]["text"],
+                    "label": letters.index(answer)}, language)
+
+
+def _numbered_answers(fields: dict, language: str) -> ChoiceExample | None:
+    """Cosmos QA: the question follows its context; the options are the columns answer0..answer3."""
+    return _choice({"context": f"{fields['context']} {fields['question']}",
+                    "choices": [fields[f"answer{i}"] for i in range(COSMOS_OPTIONS)], "label": fields["label"]},
+                   language)
 
 
 def _retrieval(fields: dict, language: str) -> RetrievalExample:
@@ -98,6 +143,9 @@ def _same(languages: str) -> dict[str, str]:
 
 
 THREE_SPLITS = {"train": "train", "validation": "validation", "test": "test"}
+# Hub test labels hidden: the hub's validation split is our test split (as MNLI's mismatched one), none is carved.
+HIDDEN_TEST_SPLITS = {"train": "train", "test": "validation"}
+COSMOS_OPTIONS = 4
 PAIR_COLUMNS = {"text_a": "sentence1", "text_b": "sentence2", "label": "label"}
 NLI_COLUMNS = {"text_a": "premise", "text_b": "hypothesis", "label": "label"}
 RETRIEVAL_COLUMNS = {"query": "target_sentence", "target": "source_sentence"}
@@ -185,6 +233,27 @@ SOURCES: dict[str, HubSource] = {
         "google/xtreme", {lang: f"udpos.{name}" for lang, name in UDPOS_NAMES.items()}, THREE_SPLITS,
         {"words": "tokens", "labels": "pos_tags"}, _tagging,
         missing={"train": ("th", "tl", "yo"), "validation": ("kk", "th", "tl", "yo")}),
+    # One task over ANLI's three rounds, as X-STILTs trained on ANLI (jiant also declares a task per round; round 1
+    # alone would cap the size ladder at 16,946).
+    "anli": HubSource("facebook/anli", {"en": "plain_text"},
+                      {"train": "train_r1+train_r2+train_r3", "validation": "dev_r1+dev_r2+dev_r3",
+                       "test": "test_r1+test_r2+test_r3"}, NLI_COLUMNS, _pair),
+    "commonsense_qa": HubSource(
+        "tau/commonsense_qa", {"en": "default"}, HIDDEN_TEST_SPLITS,
+        {"question": "question", "choices": "choices", "answer": "answerKey"}, _lettered_choice),
+    "cosmos_qa": HubSource(
+        "allenai/cosmos_qa", {"en": "default"}, HIDDEN_TEST_SPLITS,
+        {"context": "context", "question": "question", "label": "label",
+         **{f"answer{i}": f"answer{i}" for i in range(COSMOS_OPTIONS)}}, _numbered_answers),
+    "hellaswag": HubSource("Rowan/hellaswag", {"en": "default"}, HIDDEN_TEST_SPLITS,
+                           {"context": "ctx", "choices": "endings", "label": "label"}, _choice),
+    "sst2": HubSource("nyu-mll/glue", {"en": "sst2"}, HIDDEN_TEST_SPLITS, {"text": "sentence", "label": "label"},
+                      _single),
+}
+
+# Tasks of the paper without a public copy: name -> why.
+UNAVAILABLE_REASONS = {
+    "ccg": "CCGbank (LDC2005T13) is licensed by the Linguistic Data Consortium and has no public hub copy",
 }
 
 
@@ -210,9 +279,12 @@ def _hub_unreachable_errors() -> tuple[type[BaseException], ...]:
 
 
 def _load_rows(hub_id: str, config: str, split: str):
-    """The hub dataset `hub_id`/`config`, split `split` (a `datasets.Dataset`), from the hub or from fixtures."""
+    """The hub dataset `hub_id`/`config`, split `split` (a `datasets.Dataset`; "a+b" concatenates hub splits a and
+    b), from the hub or from fixtures."""
     import datasets
 
+    if "+" in split:
+        return datasets.concatenate_datasets([_load_rows(hub_id, config, part) for part in split.split("+")])
     fixtures = os.environ.get(FIXTURES_ENV)
     if fixtures:
         path = _fixture_file(fixtures, hub_id, config, split)
@@ -227,6 +299,8 @@ def _load_rows(hub_id: str, config: str, split: str):
 
 def load_examples(name: str, split: str, language: str) -> list:
     """Examples of hub task `name` for one of our splits (train/validation/test) and ISO 639-1 language."""
+    if name in UNAVAILABLE_REASONS:
+        raise UserError(f"task '{name}' is unavailable: {UNAVAILABLE_REASONS[name]}; choose another task")
     if name not in SOURCES:
         raise UserError(f"unknown hub task '{name}'; valid: {', '.join(SOURCES)}")
     source = SOURCES[name]
@@ -265,43 +339,71 @@ def load_examples(name: str, split: str, language: str) -> list:
 
 
 def _task(name: str, role: str, fmt: str, metric: str, max_length: int, description: str, num_labels: int = 0,
-          label_names: tuple[str, ...] = ()) -> Task:
+          label_names: tuple[str, ...] = (), train_size: int = 0) -> Task:
     source = SOURCES[name]
     return Task(
         name=name, role=role, format=fmt, languages=tuple(source.configs), metric=metric,
         num_labels=num_labels or len(label_names), load=partial(load_examples, name), splits=source.split_names,
-        source="hub", max_length=max_length, description=description, label_names=label_names)
+        source="hub", max_length=max_length, description=description, label_names=label_names,
+        train_size=train_size)
+
+
+SQUAD_TRAIN_SIZE = 87_599   # also the train split of the QA targets that train on SQuAD
 
 
 HUB_TASKS: list[Task] = [
     _task("mnli", INTERMEDIATE, PAIR, "accuracy", 128,
-          "MultiNLI (GLUE): English premise/hypothesis -> entailment, neutral, contradiction.", num_labels=3),
+          "MultiNLI (GLUE): English premise/hypothesis -> entailment, neutral, contradiction.", num_labels=3,
+          train_size=392_702),
     _task("qqp", INTERMEDIATE, PAIR, "accuracy", 128,
-          "Quora Question Pairs (GLUE): are two English questions duplicates?", num_labels=2),
+          "Quora Question Pairs (GLUE): are two English questions duplicates?", num_labels=2, train_size=363_846),
     _task("pawsx", TARGET, PAIR, "accuracy", 128,
-          "PAWS-X: paraphrase identification of adversarial sentence pairs in 7 languages.", num_labels=2),
+          "PAWS-X: paraphrase identification of adversarial sentence pairs in 7 languages.", num_labels=2,
+          train_size=49_401),
     _task("xnli", TARGET, PAIR, "accuracy", 128,
-          "XNLI: MNLI-style natural language inference in 15 languages.", num_labels=3),
+          "XNLI: MNLI-style natural language inference in 15 languages.", num_labels=3, train_size=392_702),
     _task("tatoeba", TARGET, RETRIEVAL, "top1_accuracy", 64,
           "Tatoeba (XTREME): find the translation of an English sentence among all sentences of one of 36 languages."),
     _task("bucc", TARGET, RETRIEVAL, "top1_accuracy", 128,
           "BUCC 2018 (XTREME): retrieve the gold translation of an English sentence in de/fr/ru/zh."),
     _task("squad", INTERMEDIATE, SPAN, "f1", 384,
-          "SQuAD v1.1: extractive question answering on English Wikipedia paragraphs."),
+          "SQuAD v1.1: extractive question answering on English Wikipedia paragraphs.", train_size=SQUAD_TRAIN_SIZE),
     _task("xquad", TARGET, SPAN, "f1", 384,
-          "XQuAD: 1,190 SQuAD v1.1 dev questions in English and 11 professional translations; trains on SQuAD."),
+          "XQuAD: 1,190 SQuAD v1.1 dev questions in English and 11 professional translations; trains on SQuAD.",
+          train_size=SQUAD_TRAIN_SIZE),
     _task("mlqa", TARGET, SPAN, "mlqa_f1", 384,
-          "MLQA: extractive QA with question and context in one of 7 languages; trains on SQuAD v1.1."),
+          "MLQA: extractive QA with question and context in one of 7 languages; trains on SQuAD v1.1.",
+          train_size=SQUAD_TRAIN_SIZE),
     _task("mlqa_en_question", TARGET, SPAN, "mlqa_f1", 384,
-          "MLQA cross-lingual: an English question on a context in language X (the row's language)."),
+          "MLQA cross-lingual: an English question on a context in language X (the row's language).",
+          train_size=SQUAD_TRAIN_SIZE),
     _task("mlqa_en_context", TARGET, SPAN, "mlqa_f1", 384,
-          "MLQA cross-lingual: a question in language X (the row's language) on an English context."),
+          "MLQA cross-lingual: a question in language X (the row's language) on an English context.",
+          train_size=SQUAD_TRAIN_SIZE),
     _task("tydiqa", TARGET, SPAN, "f1", 384,
-          "TyDiQA-GoldP (XTREME): information-seeking QA in 9 languages; trains on its English part."),
+          "TyDiQA-GoldP (XTREME): information-seeking QA in 9 languages; trains on its English part.",
+          train_size=3_696),   # XTREME's count of the English rows in the hub's 49,881-row train split
     _task("panx", TARGET, TAGGING, "entity_f1", 128,
           "PAN-X / WikiANN (XTREME): named entities (PER, ORG, LOC) in IOB2 tags, 40 languages.",
-          label_names=PANX_TAGS),
+          label_names=PANX_TAGS, train_size=20_000),
     _task("udpos", TARGET, TAGGING, "token_accuracy", 128,
           "UD POS (XTREME): universal part-of-speech tags of Universal Dependencies v2.5 treebanks, 33 languages.",
-          label_names=UPOS_TAGS),
+          label_names=UPOS_TAGS, train_size=21_253),
+    _task("anli", INTERMEDIATE, PAIR, "accuracy", 256,
+          "Adversarial NLI, rounds 1-3 together: premise/hypothesis -> entailment, neutral, contradiction.",
+          num_labels=3, train_size=16_946 + 45_460 + 100_459),
+    _task("commonsense_qa", INTERMEDIATE, CHOICE, "accuracy", 64,
+          "CommonsenseQA: the answer to an English commonsense question among 5 options.", num_labels=5,
+          train_size=9_741),
+    _task("cosmos_qa", INTERMEDIATE, CHOICE, "accuracy", 256,
+          "Cosmos QA: commonsense reading comprehension; a narrative and a question, 4 candidate answers.",
+          num_labels=COSMOS_OPTIONS, train_size=25_262),
+    _task("hellaswag", INTERMEDIATE, CHOICE, "accuracy", 128,
+          "HellaSwag: the plausible ending of an ActivityNet or WikiHow context among 4.", num_labels=4,
+          train_size=39_905),
+    _task("sst2", INTERMEDIATE, SINGLE, "accuracy", 64,
+          "SST-2 (GLUE): sentiment (negative, positive) of an English movie-review sentence.", num_labels=2,
+          train_size=67_349),
+    Task("ccg", INTERMEDIATE, TAGGING, ("en",), "token_accuracy", 0, partial(load_examples, "ccg"), source=UNAVAILABLE,
+         description=f"CCG supertagging, an X-STILTs intermediate task. Unavailable: {UNAVAILABLE_REASONS['ccg']}."),
 ]

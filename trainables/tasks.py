@@ -8,7 +8,9 @@ multi_paraphrase, whose mixed pool also has fr/de/tl and cross-language pairs); 
 language of the task, plus its train_language (English development data for a target trained in English).
 
 Command line: `python -m trainables.tasks` prints a table with example counts; `--json` prints the registry as JSON;
-`--task NAME` shows one task; hub tasks get counts only with `--include-hub` (loading them needs the hub).
+`--task NAME` shows one task; hub tasks get counts only with `--include-hub` (loading them needs the hub), and show
+the train size their declaration documents until then. A task with source "unavailable" (no public copy) is listed
+with the reason.
 """
 from __future__ import annotations
 
@@ -164,22 +166,33 @@ def task_counts(task: Task) -> dict[str, dict[str, int]]:
 
 # --- command line --------------------------------------------------------------------------------------------------
 
-def _record(task: Task, with_counts: bool) -> dict:
+def _counts(task: Task, include_hub: bool) -> dict | None:
+    """{split: {language: examples}}; None for a hub task unless asked. An unavailable task has nothing to count."""
+    if task.source == "unavailable":
+        return {split: {} for split in task.splits}
+    return task_counts(task) if task.source != "hub" or include_hub else None
+
+
+def _record(task: Task, counts: dict | None) -> dict:
     return {"name": task.name, "role": task.role, "format": task.format, "metric": task.metric,
             "num_labels": task.num_labels, "languages": list(task.languages), "train_language": task.train_language,
             "splits": list(task.splits), "source": task.source, "max_length": task.max_length,
-            "description": task.description, "counts": task_counts(task) if with_counts else None}
+            "description": task.description, "train_size": task.train_size, "counts": counts}
 
 
 def _table(records: list[dict]) -> str:
     """One row per task; evaluation counts as "language validation/test", four languages per line."""
-    head = f"{'task':<17} {'role':<12} {'format':<10} {'metric':<13} {'source':<7} {'train':>13}  "
-    lines = [head + "evaluation: language validation/test", "-" * 118]
+    head = f"{'task':<17} {'role':<12} {'format':<10} {'metric':<13} {'source':<11} {'train':>13}  "
+    lines = [head + "evaluation: language validation/test", "-" * 122]
     for r in records:
         fmt = f"{r['format']}/{r['num_labels']}" if r["num_labels"] else r["format"]
         counts = r["counts"]
-        if counts is None:
-            train, cells = "-", [f"{', '.join(r['languages'])} (counts need hub access: --include-hub)"]
+        if r["source"] == "unavailable":
+            train, cells = "-", [r["description"]]
+        elif counts is None:
+            train = f"{r['train_size']:,}" if r["train_size"] else "-"
+            documented = "train as the hub documents it; " if r["train_size"] else ""
+            cells = [f"{', '.join(r['languages'])} ({documented}counts need hub access: --include-hub)"]
         else:
             train = f"{sum(counts['train'].values()):,}" if "train" in counts else "-"
             if "train" in counts and r["train_language"] != "en":
@@ -187,7 +200,7 @@ def _table(records: list[dict]) -> str:
             eval_splits = [s for s in r["splits"] if s != "train"]
             cells = [f"{lang} {'/'.join(f'{counts[s][lang]:,}' for s in eval_splits)}" for lang in counts[eval_splits[0]]]
         rows = ["  ".join(cells[i:i + 4]) for i in range(0, len(cells), 4)]
-        lines.append(f"{r['name']:<17} {r['role']:<12} {fmt:<10} {r['metric']:<13} {r['source']:<7} {train:>13}  "
+        lines.append(f"{r['name']:<17} {r['role']:<12} {fmt:<10} {r['metric']:<13} {r['source']:<11} {train:>13}  "
                      + f"\n{'':<{len(head)}}".join(rows))
     return "\n".join(lines)
 
@@ -200,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with exit_on_user_error():
         tasks = [get_task(name) for name in args.task] if args.task else list(registry().values())
-        records = [_record(t, with_counts=t.source != "hub" or args.include_hub) for t in tasks]
+        records = [_record(t, _counts(t, args.include_hub)) for t in tasks]
         if args.json:
             json.dump({r["name"]: r for r in records}, sys.stdout, indent=2)
             print()

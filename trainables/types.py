@@ -104,8 +104,11 @@ class Task:
     load: Callable[[str, str], list]   # load(split, language) -> list of examples of this format
     splits: tuple[str, ...] = ("train", "validation", "test")
     train_language: str = "en"
-    source: str = "offline"            # "offline" (built from bible.db) or "hub" (datasets.load_dataset)
+    source: str = "offline"            # "offline" (built from bible.db), "hub" (datasets.load_dataset), or
+                                       # "unavailable" (declared, but no public copy: loading it is a UserError)
     max_length: int = 128              # tokens per encoded text (pair: per pair)
     description: str = ""
     label_names: tuple[str, ...] = ()  # TAGGING: the name of every label index (IOB2 for entity_f1: "O", "B-PER", ...)
     max_answer_tokens: int = 30        # SPAN: the longest answer (in tokens) decoding considers
+    train_size: int = 0                # hub tasks: examples in the train split as the hub documents it, which
+                                       # --dry-run checks the size ladder against without loading (0: not declared)
