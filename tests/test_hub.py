@@ -451,3 +451,17 @@ def test_unavailable_task_is_listed_with_its_reason():
     record = json.loads(result.stdout)["ccg"]
     assert record["source"] == "unavailable" and "no public hub copy" in record["description"]
     assert record["counts"] == {"train": {}, "validation": {}, "test": {}}  # nothing to count, nothing loaded
+
+
+def test_a_dataset_datasets_cannot_load_is_one_clear_error(monkeypatch):
+    """E.g. a dataset still built by a loading script, which datasets 4+ refuses: no traceback from inside."""
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.delenv(hub.FIXTURES_ENV, raising=False)
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("Dataset scripts are no longer supported, but found cosmos_qa.py\nmore detail")
+
+    monkeypatch.setattr(datasets, "load_dataset", refuse)
+    with pytest.raises(UserError, match=r"cannot load allenai/cosmos_qa \(default, split train\): Dataset scripts "
+                                        r"are no longer supported, but found cosmos_qa.py; update its SOURCES row"):
+        hub._load_rows("allenai/cosmos_qa", "default", "train")

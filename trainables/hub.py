@@ -295,6 +295,10 @@ def _load_rows(hub_id: str, config: str, split: str):
         reason = " ".join(str(err).split()) or type(err).__name__
         raise UserError(f"{hub_id} ({config}) needs Hugging Face hub access, or local files in the hub's schema "
                         f"via {FIXTURES_ENV}=<dir> ({reason})") from err
+    except (RuntimeError, ValueError, FileNotFoundError) as err:   # e.g. a script-based dataset, a renamed split
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserError(f"datasets {datasets.__version__} cannot load {hub_id} ({config}, split {split}): {reason}; "
+                        f"update its SOURCES row in trainables/hub.py or point {FIXTURES_ENV} at local files") from err
 
 
 def load_examples(name: str, split: str, language: str) -> list:
