@@ -50,7 +50,7 @@ def validate(table: pd.DataFrame, where: str) -> pd.DataFrame:
     missing = [column for column in BASE_COLUMNS if column not in table.columns]
     if missing:
         raise AnalysisInputError(f"{where} lacks the columns {', '.join(missing)}; "
-                                 f"a results table needs {', '.join(BASE_COLUMNS)} (see DESIGN.md)")
+                                 f"a results table needs {', '.join(BASE_COLUMNS)} (see analysis/schema.py)")
     table = table.assign(**{column: default for column, default in ADDED_COLUMNS.items()
                             if column not in table.columns}).loc[:, list(COLUMNS)].copy()
     for column in TEXT_COLUMNS:

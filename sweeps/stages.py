@@ -166,9 +166,7 @@ def run_sweep(preset: Preset, plan: dict, *, experiment: str, experiment_dir: Pa
     if replicas or (resume and tune.Tuner.can_restore(str(experiment_dir / "tune" / "replicate"))):
         # BasicVariantGenerator fills points_to_evaluate into keys the param_space already has.
         replicate = _tuner("replicate", experiment_dir, resume, callback("replicate"),
-                           {**constants, **(replicas or [{}])[0]}, lambda: tune.TuneConfig(
-            search_alg=BasicVariantGenerator(points_to_evaluate=replicas), num_samples=len(replicas),
-            max_concurrent_trials=plan["max_concurrent"], trial_name_creator=trial_name))
+                           {**constants, **(replicas or [{}])[0]}, lambda: _replicate_config(replicas, plan))
         replicate.fit()
     state["stage"] = "done"
     save_json(state_path, state)
@@ -236,6 +234,16 @@ def _search_config(preset: Preset, plan: dict, cells: list[str], experiment: str
                              max_t=10 ** 9, grace_period=max(1, preset.asha_grace_steps), reduction_factor=3)
     return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=plan["num_samples"],
                            max_concurrent_trials=plan["max_concurrent"], trial_name_creator=trial_name)
+
+
+def _replicate_config(replicas: list[dict], plan: dict) -> tune.TuneConfig:
+    # Tune ignores max_concurrent_trials for a BasicVariantGenerator (it only wraps Searchers): the generator must
+    # limit itself, or every replica starts at once and each waits for its workers holding ~0.9 GB (a laptop run's
+    # 24 replicas ran its 24 GB machine out of memory).
+    return tune.TuneConfig(search_alg=BasicVariantGenerator(points_to_evaluate=replicas,
+                                                            max_concurrent=plan["max_concurrent"]),
+                           num_samples=len(replicas), max_concurrent_trials=plan["max_concurrent"],
+                           trial_name_creator=trial_name)
 
 
 def trial_name(trial) -> str:

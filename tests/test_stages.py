@@ -149,3 +149,18 @@ def test_exit_status_and_summary(store, tmp_path, trials, analysis, code, status
     parent = MlflowClient(store).get_run(outcome["tracker"].parent_id)
     assert parent.info.status == status and summary in parent.data.tags[NOTE]
     assert parent.data.tags["xstilts.trials_failed"] == str(len(failed))
+
+
+def test_replicas_start_no_more_than_max_concurrent_at_a_time():
+    """Tune ignores max_concurrent_trials for a BasicVariantGenerator: the generator itself must hold back."""
+    from sweeps.stages import _replicate_config
+
+    replicas = [{"cell": "none", "seed": seed} for seed in range(1, 5)]
+    config = _replicate_config(replicas, {"max_concurrent": 1})
+    generator = config.search_alg
+    assert generator.max_concurrent == 1 and config.num_samples == 4
+    created = []
+    generator.add_configurations({"replicate": {"run": lambda config: None, "config": replicas[0], "num_samples": 4}})
+    while (trial := generator.next_trial()) is not None:
+        created.append(trial)
+    assert len(created) == 1   # the next replica waits until this one ends
