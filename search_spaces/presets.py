@@ -91,9 +91,9 @@ PRESETS = {
         targets=("genre", "retrieval"), eval_languages=None,
         hyperparameters=hp.LAPTOP, target_train_size=1000, max_eval_examples=300, max_validation_examples=100,
         max_length=48, extra_search_trials=0, seeds=3, max_concurrent=1, torch_threads=2, checkpoint_every=100,
-        # measured on a quiet 2-core AMX machine: 100 s (baseline), 121 s (English 1k), 133 s (2k); about 150 s a
-        # trial over the ladder (~90 min for 3 seeds, ~30 min for --seeds 1); not yet a timed full run
-        seconds_per_trial_estimate=150),
+        # whole trials on a quiet 2-core AMX machine: baseline 100 s, English 1k 121 s, 2k 112-133 s, 4k 148 s,
+        # 8k 215 s, multilingual 87-103 s: about 130 s a trial (~80 min for 3 seeds, ~27 for --seeds 1)
+        seconds_per_trial_estimate=130),
     # The paper's setting: xlm-roberta-large, hub tasks, full pools, GPUs. Needs hub access and a GPU cluster.
     "paper": Preset(
         name="paper", model="xlm-roberta-large",
