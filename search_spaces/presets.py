@@ -31,7 +31,6 @@ class Preset:
     gpus_per_trial: float = 0               # 0: CPU; >0 asks Ray for GPUs (one Train worker per GPU)
     workers_per_trial: int = 1
     torch_threads: int | None = None        # CPU threads per Train worker; None: Ray's (one per reserved CPU)
-    asha_grace_steps: int = 50              # ASHA's first milestone, in global steps
     checkpoint_every: int = 50              # optimizer steps between checkpoints inside a phase
     retrieval_layer: int = -1               # hidden layer pooled for retrieval (-1 = last)
     seconds_per_trial_estimate: float = 60  # for --dry-run's cost estimate
@@ -65,7 +64,7 @@ PRESETS = {
         multilingual_task="multi_paraphrase", multilingual_qualities=("random",), multilingual_sizes=(32,),
         targets=("genre", "retrieval"), eval_languages=("en", "fr", "de"),
         hyperparameters=hp.SMOKE, target_train_size=64, max_eval_examples=32, max_length=48,
-        extra_search_trials=1, max_concurrent=2, asha_grace_steps=1, checkpoint_every=4, seconds_per_trial_estimate=15),
+        extra_search_trials=1, max_concurrent=2, checkpoint_every=4, seconds_per_trial_estimate=15),
     # Every task format in one tiny sweep (a few minutes): multiple choice (en_next_verse) and pairs
     # (multi_paraphrase) as intermediate tasks; single-text classification (genre), span QA (verse_qa), tagging
     # (verse_boundaries) and retrieval as targets. Longer inputs than smoke, so QA passages fit a few windows.
@@ -75,7 +74,7 @@ PRESETS = {
         multilingual_task="multi_paraphrase", multilingual_qualities=("random",), multilingual_sizes=(32,),
         targets=("genre", "verse_qa", "verse_boundaries", "retrieval"), eval_languages=("en", "fr", "de"),
         hyperparameters=hp.SMOKE, target_train_size=64, max_eval_examples=24, max_length=128,
-        extra_search_trials=0, max_concurrent=2, asha_grace_steps=1, checkpoint_every=4,
+        extra_search_trials=0, max_concurrent=2, checkpoint_every=4,
         seconds_per_trial_estimate=40),
     # The default: multilingual-e5-small offline on a 2-core laptop (bf16 on CPUs with AMX/AVX512-BF16, about 50
     # pairs/s in benchmarks/trainable_overhead.py): the ladder's minimum shape (0 to 8k in 5 steps, 2 tiers, 3

@@ -6,7 +6,8 @@ high-quality multilingual set beat it? One sweep answers it with the X-STILTs re
     python sweeps/scale_vs_quality.py --preset smoke --dry-run
 
 Stage 1 (search): Ray Tune + OptunaSearch (TPE) over the learning rates jointly with the data cell; every cell is
-evaluated once first (points_to_evaluate), ASHA stops hopeless extra trials on the global step counter.
+evaluated once first (points_to_evaluate), ASHA stops weak extra trials once they are scored on their first
+target(s) (the cheap ones without phase 3 come first), before they train the next.
 Stage 2 (replicate): each cell's best hyperparameters rerun with more seeds (and any cell left without a finished
 trial gets one), which gives the analysis its confidence intervals.
 Everything lands in STORAGE/EXPERIMENT: results.csv, the MLflow store (mlflow.db), the Optuna study

@@ -1,7 +1,8 @@
 """The two stages of a sweep, as Ray Tune experiments that `--resume` restores.
 
 search:    OptunaSearch (TPE, study in STORAGE/EXPERIMENT/optuna.db) over the data cell x the searched
-           hyperparameters; points_to_evaluate puts every cell in once first; ASHA stops weak extra trials.
+           hyperparameters; points_to_evaluate puts every cell in once first; ASHA stops weak extra
+           trials when they have been scored on as many targets as the others at its rung (CoveringASHA).
 replicate: every cell's best finished configuration with the seeds it still lacks (and a default configuration
            for a cell the search left without a finished trial), so no curve point is missing.
 --resume restores each stage the sweep reached: unfinished and failed trials run again under their own trial ids,
@@ -13,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import warnings
 from pathlib import Path
 
 import optuna
@@ -31,9 +31,6 @@ from trainables.three_phase import run_trial
 
 # Save Tune's experiment state at least every second, so a finished trial is known as finished after a crash.
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
-# The running objective is NaN until a trial's first evaluation; ASHA's cutoff over a rung that holds only such
-# trials is NaN (so it stops nothing) and numpy warns about it on every result.
-warnings.filterwarnings("ignore", message="All-NaN slice encountered", category=RuntimeWarning)
 
 # A trial's own process only waits for its TorchTrainer: it holds no CPU (Tune needs some resource: 1 MiB of
 # memory), the Train workers hold the CPUs and GPUs, and --max-concurrent bounds the trials at once.
@@ -41,8 +38,15 @@ TRAINABLE = tune.with_resources(run_trial, {"cpu": 0, "memory": 1 << 20})
 
 
 class CoveringASHA(ASHAScheduler):
-    """ASHA that never stops the first trial of a data cell (the points_to_evaluate ones come first), so every
-    cell keeps a finished point in the search stage; Optuna's extra trials are stopped as usual."""
+    """ASHA on a signal every trial has at the same point: its milestones are counts of targets evaluated
+    (`targets_evaluated`; a trial scores the targets in one order, those without phase 3 first), and the metric is
+    the objective, the mean validation score over exactly those targets. So at a rung every trial has been scored on
+    the same targets, whatever its data cell, and a trial below the rung's top third is stopped before it trains
+    the next target. max_t is one more than the targets, so no trial is stopped for reaching it (it still has its
+    final report to send).
+
+    It never stops the first trial of a data cell (the points_to_evaluate ones come first), so every cell keeps a
+    finished point in the search stage; Optuna's extra trials are stopped as usual."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -201,6 +205,8 @@ def finish_sweep(outcome: dict, analysis: tuple[int, str] | None) -> tuple[int, 
              f"{counts['FAILED']} failed, {counts['KILLED']} stopped early (ASHA)"
              + (f" or orphaned by a dead driver ({outcome['orphans']})" if outcome["orphans"] else "")
              + f"; results: {outcome['results']}"]
+    if outcome.get("early_stopping", {}).get("stopped"):
+        lines.append(early_stopping_line(outcome["early_stopping"]))
     if outcome["failures"]:
         lines.append(f"{len(outcome['failures'])} trial(s) ended in an error (MLflow status FAILED, NaN scores in "
                      "results.csv):")
@@ -220,6 +226,18 @@ def finish_sweep(outcome: dict, analysis: tuple[int, str] | None) -> tuple[int, 
     return code, summary
 
 
+def early_stopping_line(saved: dict) -> str:
+    """One line on ASHA's stops and what they saved (sweeps.tracking.early_stopping_savings)."""
+    after = "/".join(map(str, saved["after_targets"])) or "?"
+    line = f"ASHA stopped {saved['stopped']} trial(s) after {after} target(s)"
+    if not saved["measured"]:
+        return line + " (no finished trial of their cells to measure the saving against)"
+    share = saved["steps_skipped"] / max(1.0, saved["steps_run"] + saved["steps_skipped"])
+    return (line + f": they skipped {saved['steps_skipped']:.0f} of the {saved['steps_in_full']:.0f} optimizer steps "
+            f"and ~{saved['seconds_skipped']:.0f} of the ~{saved['seconds_in_full']:.0f} s that finished trials of "
+            f"their cells took ({share:.0%} of all the steps the sweep would have run)")
+
+
 def _search_config(preset: Preset, plan: dict, cells: list[str], experiment: str,
                    experiment_dir: Path) -> tune.TuneConfig:
     start = default_point(preset.hyperparameters)
@@ -228,10 +246,8 @@ def _search_config(preset: Preset, plan: dict, cells: list[str], experiment: str
         points_to_evaluate=[{"cell": cell, **start} for cell in cells],
         sampler=optuna.samplers.TPESampler(seed=0), study_name=f"{experiment}-search",
         storage=_optuna_storage(experiment_dir))
-    # ASHA compares trials on the running objective (reported after each target's evaluation) at milestones of
-    # the global step. A cell that still ends without a finished trial gets one in the replicate stage.
-    scheduler = CoveringASHA(time_attr="global_step", metric="objective", mode="max",
-                             max_t=10 ** 9, grace_period=max(1, preset.asha_grace_steps), reduction_factor=3)
+    scheduler = CoveringASHA(time_attr="targets_evaluated", metric=OBJECTIVE, mode="max",
+                             max_t=len(preset.targets) + 1, grace_period=1, reduction_factor=3)
     return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=plan["num_samples"],
                            max_concurrent_trials=plan["max_concurrent"], trial_name_creator=trial_name)
 

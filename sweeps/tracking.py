@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -37,6 +38,7 @@ NOTE = "mlflow.note.content"
 SAVED_VIEW = "mlflow.sharedViewState.xstilts-scores"
 ROLE, TRIAL_ROLE, SWEEP_ROLE = "xstilts.role", "trial", "sweep"
 ERROR_TAG = "xstilts.error"
+STOPPED_TAG = "xstilts.stopped_by"   # "asha" on a trial the scheduler stopped early (orphans are KILLED without it)
 EXPERIMENT_NOTE = """X-STILTs scale-vs-quality sweep: does more English intermediate-task data keep paying off for
 zero-shot cross-lingual transfer, or does a small multilingual set beat it?
 
@@ -172,7 +174,7 @@ class SweepTracker:
                 if pair:
                     languages.setdefault(pair[0], set()).add(pair[1])
         return {"trials": len(runs), "counts": counts, "failures": sorted(failures, key=lambda f: f["trial"]),
-                "languages": languages}
+                "languages": languages, "early_stopping": early_stopping_savings(runs)}
 
     def close(self, status: str, summary: str, tags: dict | None = None) -> None:
         description = self.client.get_run(self.parent_id).data.tags.get(NOTE, "").split("\n\n## Outcome")[0]
@@ -229,13 +231,16 @@ class SweepTracker:
                error: str = "") -> None:
         final = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         self.log_step(run_id, final, final=True)
-        for name in ("phase2_cache_hit", "peak_rss_mb", "time_total_s", "resumed_from_step"):
+        for name in ("phase2_cache_hit", "peak_rss_mb", "time_total_s", "resumed_from_step", "global_step",
+                     "targets_evaluated"):
             if name in final and math.isfinite(final[name]):
                 self.client.log_metric(run_id, name, float(final[name]))
         for target, metric in metric_names.items():
             self.client.set_tag(run_id, f"metric.{target}", metric)
         if error:
             self.client.set_tag(run_id, ERROR_TAG, error[:5000])
+        if status == "KILLED":
+            self.client.set_tag(run_id, STOPPED_TAG, "asha")
         self._note(run_id, _outcome_line(status, final, config, error))
         self.client.log_dict(run_id, config, "config.json")
         self.client.log_dict(run_id, final, "final_evaluation.json")
@@ -244,6 +249,36 @@ class SweepTracker:
     def _note(self, run_id: str, outcome: str) -> None:
         note = self.client.get_run(run_id).data.tags.get(NOTE, "").split("\n\n**Outcome**")[0]
         self.client.set_tag(run_id, NOTE, _fit(f"{note}\n\n**Outcome**: {outcome}"))
+
+
+def early_stopping_savings(runs) -> dict:
+    """What ASHA's stops saved, measured against the trials that ran to the end: a stopped trial would have run as
+    many optimizer steps and seconds as the median finished trial of its data cell (the same data, so the same
+    steps; the learning rates change neither), less what it had run when stopped."""
+    def cell(run) -> tuple:
+        return tuple(run.data.params.get(name) for name in ("source", "intermediate_task", "quality", "size"))
+
+    finished: dict[tuple, list[tuple[float, float]]] = {}
+    for run in runs:
+        metrics = run.data.metrics
+        if run.info.status == "FINISHED" and "global_step" in metrics and "time_total_s" in metrics:
+            finished.setdefault(cell(run), []).append((metrics["global_step"], metrics["time_total_s"]))
+    stopped = [run for run in runs if run.data.tags.get(STOPPED_TAG) == "asha"]
+    saved = {"stopped": len(stopped), "measured": 0, "steps_skipped": 0.0, "steps_in_full": 0.0,
+             "seconds_skipped": 0.0, "seconds_in_full": 0.0,
+             "steps_run": sum(run.data.metrics.get("global_step", 0.0) for run in runs),
+             "after_targets": sorted({int(run.data.metrics.get("targets_evaluated", 0)) for run in stopped})}
+    for run in stopped:
+        full = finished.get(cell(run))
+        if not full:
+            continue
+        steps, seconds = (statistics.median(values) for values in zip(*full))
+        saved["measured"] += 1
+        saved["steps_in_full"] += steps
+        saved["seconds_in_full"] += seconds
+        saved["steps_skipped"] += max(0.0, steps - run.data.metrics.get("global_step", steps))
+        saved["seconds_skipped"] += max(0.0, seconds - run.data.metrics.get("time_total_s", seconds))
+    return saved
 
 
 def _fit(text: str, limit: int = MAX_TAG_VAL_LENGTH) -> str:
@@ -264,7 +299,8 @@ def _outcome_line(status: str, metrics: dict, config: dict, error: str) -> str:
     if status == "FAILED":
         return "FAILED: " + error.replace("\n", " / ")
     if status == "KILLED":
-        return f"KILLED: stopped early (ASHA) at global step {metrics.get('global_step', '?')}."
+        return (f"KILLED: stopped early (ASHA) after {metrics.get('targets_evaluated', '?')} target(s), at global step "
+                f"{metrics.get('global_step', '?')}.")
     scores = ", ".join(f"{target} {metrics[f'{TEST_PREFIX}.{target}.avg']:.1f}" for target in config["targets"]
                        if f"{TEST_PREFIX}.{target}.avg" in metrics)
     return f"finished: objective {metrics.get(OBJECTIVE, math.nan):.1f}; test avg {scores or 'n/a'}."

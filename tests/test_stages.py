@@ -164,3 +164,42 @@ def test_replicas_start_no_more_than_max_concurrent_at_a_time():
     while (trial := generator.next_trial()) is not None:
         created.append(trial)
     assert len(created) == 1   # the next replica waits until this one ends
+
+
+
+def asha_trial(trial_id, cell):
+    return Trial("run_trial", config={"cell": cell}, trial_id=trial_id, stub=True)
+
+
+def test_asha_compares_trials_scored_on_the_same_targets_and_spares_the_first_of_each_cell(tmp_path):
+    """Milestones count targets evaluated, not steps: reports before the first evaluation (objective NaN) are
+    never compared; at the rung, an extra trial below the top third stops, the first trial of a cell never does."""
+    from ray.tune.schedulers import TrialScheduler
+
+    from sweeps.stages import _search_config
+
+    scheduler = _search_config(SMOKE, {"num_samples": 10, "max_concurrent": 2}, CELLS, "asha", tmp_path).scheduler
+    firsts = [asha_trial(f"first{i}", cell) for i, cell in enumerate(CELLS)]
+    weak_extra, strong_extra = asha_trial("weak", CELLS[1]), asha_trial("strong", CELLS[2])
+    for trial in (*firsts, weak_extra, strong_extra):
+        scheduler.on_trial_add(None, trial)
+    decide = scheduler.on_trial_result
+    for trial in (*firsts, weak_extra):   # during phase 2 and phase 3 of the first target: nothing to compare
+        assert decide(None, trial, {"targets_evaluated": 0, "objective": math.nan}) == TrialScheduler.CONTINUE
+    for i, trial in enumerate(firsts):    # scored on the first target: 10, 20, ... 60; the worst is spared too
+        assert decide(None, trial, {"targets_evaluated": 1, "objective": 10.0 * (i + 1)}) == TrialScheduler.CONTINUE
+    assert decide(None, weak_extra, {"targets_evaluated": 1, "objective": 25.0}) == TrialScheduler.STOP
+    assert decide(None, strong_extra, {"targets_evaluated": 1, "objective": 65.0}) == TrialScheduler.CONTINUE
+    # the last target scored, then the final report: never stopped for reaching max_t
+    for _ in range(2):
+        assert decide(None, strong_extra, {"targets_evaluated": 2, "objective": 60.0}) == TrialScheduler.CONTINUE
+
+
+def test_a_trial_scores_the_targets_without_phase_3_first():
+    from trainables.three_phase import evaluation_order
+
+    assert evaluation_order(["genre", "retrieval"]) == ["retrieval", "genre"]
+    assert evaluation_order(["genre", "verse_qa", "verse_boundaries", "retrieval"]) == [
+        "retrieval", "genre", "verse_qa", "verse_boundaries"]
+    # tatoeba has no validation split, so it cannot feed the objective: after bucc, which can
+    assert evaluation_order(["xnli", "tatoeba", "bucc"]) == ["bucc", "tatoeba", "xnli"]

@@ -336,3 +336,26 @@ def test_every_format_runs_through_the_sweep(tmp_path):
             <= set(run.data.metrics)
     summary = json.loads((storage / experiment / "analysis" / "summary.json").read_text())
     assert summary["data"]["rows_read"] == len(table)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("reap_ray")
+def test_asha_stops_weak_extra_trials_after_their_first_target(tmp_path):
+    """4 cells and 6 extra search trials: ASHA compares trials once they are scored on retrieval (no phase 3, so
+    scored first) and stops weak extras before they train genre; the first trial of a cell runs to the end."""
+    storage, experiment = tmp_path / "store", "smoke-asha"
+    done = sweep("--preset", "smoke", "--english-sizes", "0,32", "--num-samples", "10", "--no-analysis",
+                 "--storage-path", str(storage), "--experiment", experiment)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    client, parent, children = check_one_record(storage / experiment, experiment)
+    stopped = [run for run in children if run.info.status == "KILLED"]
+    assert stopped, "ASHA stopped no trial"
+    first_of_cells = len({(r["source"], r["quality"], r["size"]) for r in rows(storage / experiment)})
+    assert first_of_cells == 4
+    for run in stopped:
+        assert int(run.info.run_name.rsplit("#", 1)[1]) > first_of_cells      # the points_to_evaluate ran to the end
+        assert run.data.metrics["targets_evaluated"] == 1 and "val.retrieval.avg" in run.data.metrics
+        assert not any(key.startswith(("val.genre", "score.genre")) for key in run.data.metrics)
+    line = next(line for line in done.stdout.splitlines() if line.startswith("ASHA stopped"))
+    assert f"ASHA stopped {len(stopped)} trial(s) after 1 target(s): they skipped" in line
+    print(line)

@@ -208,3 +208,28 @@ def test_runs_left_running_by_a_dead_driver_are_marked_killed(store, tmp_path):
     assert tracker.mark_orphans() == 1 and tracker.mark_orphans() == 0
     run = tracker.trial_runs()[0]
     assert run.info.status == "KILLED" and "driver died" in run.data.tags[NOTE]
+
+
+def test_the_outcome_measures_what_asha_stops_saved(store, tmp_path):
+    from sweeps.stages import early_stopping_line
+
+    made = callback(store, "asha-savings", tmp_path / "results.csv")
+    for trial_id, steps, seconds in (("a", 10, 20.0), ("b", 12, 30.0)):   # finished: median 11 steps, 25 s
+        finished = trial(trial_id, CONFIG, f"{trial_id}_c")
+        finished.update_last_result({**METRICS, "global_step": steps, "time_total_s": seconds,
+                                     "targets_evaluated": 2})
+        made.on_trial_complete(0, [], finished)
+    stopped = trial("s", CONFIG, "s_c")
+    stopped.update_last_result({"objective": 20.0, "global_step": 6, "time_total_s": 15.0, "targets_evaluated": 1})
+    made.on_trial_complete(0, [], stopped)
+    orphan = trial("o", {**CONFIG, "cell": "none"}, "o_c")
+    made.on_trial_result(0, [], orphan, {"loss": 1.0, "global_step": 2})
+    made.tracker.mark_orphans()                                          # KILLED, but not by ASHA
+
+    saved = made.tracker.outcome()["early_stopping"]
+    assert saved == {"stopped": 1, "measured": 1, "steps_skipped": 5.0, "steps_in_full": 11.0,
+                     "seconds_skipped": 10.0, "seconds_in_full": 25.0, "steps_run": 10 + 12 + 6,
+                     "after_targets": [1]}
+    assert early_stopping_line(saved) == (
+        "ASHA stopped 1 trial(s) after 1 target(s): they skipped 5 of the 11 optimizer steps and ~10 of the ~25 s "
+        "that finished trials of their cells took (15% of all the steps the sweep would have run)")

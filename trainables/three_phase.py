@@ -10,7 +10,9 @@ What a trial reports: `global_step` (one counter that only grows across phases),
 after each target `val.<target>.<language>` / `score.<target>.<language>` (validation / test, in points, plus
 `avg`, and the format's secondary figures as `<language>/<figure>`; `n.<target>.<language>`: the test examples
 behind each score), `truncated.<phase>.<what>` (training examples or words featurising could not keep),
-`objective` (mean over the targets evaluated so far of the validation `avg`; NaN before the first), and at the end
+`objective` (mean over the targets evaluated so far of the validation `avg`; NaN before the first),
+`targets_evaluated` (how many targets the objective averages so far: ASHA's milestones, so it compares trials
+on the same targets), and at the end
 `phase2_cache_hit`, `resumed_from_step`, `peak_rss_mb` and `trial_complete = 1`. The config keys are documented in
 trainables/trial_config.py.
 """
@@ -140,7 +142,7 @@ def trial_loop(config: dict) -> None:
     progress["phase2_cache_hit"] = progress["phase2_cache_hit"] or 0
 
     # Phase 3 and zero-shot evaluation, one target at a time, each on a copy of the phase-2 encoder.
-    for target in trial.targets:
+    for target in evaluation_order(trial.targets):
         if target in progress["scores"]:
             continue
         task = get_task(target)
@@ -171,6 +173,17 @@ def trial_loop(config: dict) -> None:
     progress["phase"] = "done"
     # With a checkpoint, so a finished trial that Tune restarts (a sweep resumed after a crash) only re-reports.
     reporter.report(checkpoint_stage="done", final=True)
+
+
+def evaluation_order(targets) -> list[str]:
+    """The targets in the order a trial scores them: those without phase 3 (retrieval: evaluation only) first, then
+    the trained ones; within each, those with a validation split (which the objective averages) first, else in the
+    given order. The cheap scores come first, so the search's early stopping (ASHA, milestones at
+    `targets_evaluated`) can stop a weak trial before it pays for any phase 3. A target's score does not depend on
+    the order (each trains on its own copy of the phase-2 encoder)."""
+    tasks = [get_task(name) for name in targets]
+    return [task.name for task in sorted(tasks, key=lambda task: (format_of(task).trains,
+                                                                  "validation" not in task.splits))]
 
 
 def _note_truncated(progress: dict, phase: str, notes: dict[str, int]) -> None:
@@ -277,6 +290,7 @@ class _Reporter:
         # first), in every report, because Tune's searchers expect their metric in every result.
         evaluated = [s["validation"]["avg"] for s in p["scores"].values() if "validation" in s]
         metrics["objective"] = mean(evaluated) if evaluated else math.nan
+        metrics["targets_evaluated"] = len(evaluated)
         # What featurising could not keep in training (answers outside every window, words cut off), per phase.
         metrics.update({f"{TRUNCATED_PREFIX}.{what}": n for what, n in p.get("truncated", {}).items()})
         if final:
