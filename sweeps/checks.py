@@ -1,8 +1,9 @@
 """Everything that can be wrong with a sweep's input, checked before Ray starts or anything trains (one line, exit 2).
 
-The order is cheapest first: the tracking URI's form, the experiment folder (and on --resume what the interrupted
-sweep left there: sweeps/resume_checks.py), the environment the project reads (cache, Bible database, hub
-fixtures, Ray and hub settings), the storage folder, the preset's tasks and pool sizes, and last the servers.
+The order is cheapest first: no other driver running this experiment (sweeps/driver_lock.py), the tracking URI's
+form, the experiment folder (and on --resume what the interrupted sweep left there: sweeps/resume_checks.py), the
+environment the project reads (cache, Bible database, hub fixtures, Ray and hub settings), the storage folder, the
+preset's tasks and pool sizes, and last the servers.
 --dry-run makes every check that writes nothing outside the cache (it builds the task cache anyway) and skips the
 network ones; the command-line numbers are checked by the parser (sweeps/scale_vs_quality.py).
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from search_spaces.presets import Preset
+from sweeps.driver_lock import check_no_other_driver
 from sweeps.resume_checks import SQLITE_HEADER, check_experiment_dir
 from trainables.errors import UserError
 
@@ -30,6 +32,8 @@ YES_NO = ("1", "0", "true", "false", "yes", "no", "on", "off")
 
 
 def check_inputs(preset: Preset, experiment_dir: Path, tracking_uri: str, *, resume: bool, dry_run: bool) -> None:
+    if not dry_run:
+        check_no_other_driver(experiment_dir)
     check_tracking_uri(tracking_uri)
     check_experiment_dir(experiment_dir, preset, resume=resume)
     check_environment()

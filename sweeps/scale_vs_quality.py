@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO))
 from search_spaces.hyperparameters import is_searched  # noqa: E402
 from search_spaces.presets import PRESETS, Preset  # noqa: E402
 from sweeps.checks import check_address, check_inputs, connect_ray  # noqa: E402
+from sweeps.driver_lock import hold_driver_lock  # noqa: E402
 from trainables.errors import UserError, exit_on_user_error  # noqa: E402
 
 
@@ -180,6 +181,7 @@ def main(argv=None) -> int:
         print_plan(preset, the_plan, experiment_dir, tracking_uri)
         if args.dry_run:
             return 0
+        lock = hold_driver_lock(experiment_dir)   # held until this process ends
         print(connect_ray(args.address))
 
     # After the sweep finished what it could: exit 1 when any trial ended in an error (a summary of them and the

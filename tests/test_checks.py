@@ -381,3 +381,35 @@ def test_a_target_without_a_test_split_is_refused(monkeypatch):
     monkeypatch.setitem(tasks.registry(), "dev_only", dev_only)
     with pytest.raises(UserError, match="target dev_only has no test split to report"):
         _check_pools(SMOKE.with_overrides(targets=("genre", "dev_only")), dry_run=True)
+
+
+# ----------------------------------------------------------------------------------------------- one driver
+HOLDER = """import sys, time
+from pathlib import Path
+from sweeps.driver_lock import hold_driver_lock
+lock = hold_driver_lock(Path(sys.argv[1]))
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_second_driver_on_a_running_experiment_is_refused(tmp_path):
+    """While a driver holds the experiment, another (new or --resume) gets one line and exit 2 before anything
+    else; once the holder dies, even by SIGKILL, the lock is free again (no stale lock to clean up)."""
+    from sweeps.driver_lock import hold_driver_lock
+
+    storage = tmp_path / "store"
+    experiment_dir = storage / "scale-vs-quality-smoke"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(experiment_dir)], stdout=subprocess.PIPE,
+                              text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        for args in ((), ("--resume",)):
+            line = one_line_error(sweep(*args, storage=storage), "another driver (pid", f"{holder.pid} on ",
+                                  "is running sweep scale-vs-quality-smoke", "--resume")
+            assert "nothing to resume" not in line
+        assert sweep("--dry-run", storage=storage).returncode == 0   # planning needs no lock
+    finally:
+        holder.kill()
+        holder.wait()
+    hold_driver_lock(experiment_dir).close()

@@ -230,7 +230,8 @@ def test_smoke_sweep_killed_and_resumed(tmp_path):
 @pytest.mark.usefixtures("reap_ray")
 def test_ctrl_c_stops_the_sweep_and_resume_finishes_it(tmp_path):
     """SIGINT mid-search: the driver stops (no replicate stage, no analysis), exits 130 with the resume command,
-    and --resume finishes the sweep without running a finished trial again."""
+    and --resume finishes the sweep without running a finished trial again. While it runs, a second driver on the
+    same experiment is refused."""
     storage, experiment = tmp_path / "store", "smoke-ctrl-c"
     experiment_dir = storage / experiment
     args = ["--preset", "smoke", "--storage-path", str(storage), "--experiment", experiment]
@@ -240,6 +241,9 @@ def test_ctrl_c_stops_the_sweep_and_resume_finishes_it(tmp_path):
     while not finished_trials(experiment_dir) and time.time() < deadline and driver.poll() is None:
         time.sleep(1)
     assert driver.poll() is None, "the sweep should still be running"
+    # a second driver on the running experiment is refused, with or without --resume (sweeps/driver_lock.py)
+    for extra in ((), ("--resume",)):
+        one_line_error(sweep(*args, *extra), f"another driver (pid {driver.pid} on", "is running sweep smoke-ctrl-c")
     time.sleep(3)
     os.kill(driver.pid, signal.SIGINT)             # Ctrl-C reaches the driver
     output, _ = driver.communicate(timeout=300)
