@@ -81,3 +81,25 @@ def test_a_target_without_validation_is_reported_on_test_and_leaves_the_objectiv
     progress["scores"]["genre"] = {"validation": {"fr": 40.0, "avg": 40.0}, "test": {"fr": 42.0, "avg": 42.0}}
     metrics = _Reporter(TrialConfig(), progress, rank=0).metrics()
     assert metrics["objective"] == 40.0 and metrics["score.genre.avg"] == 42.0
+
+
+def test_a_damaged_trial_checkpoint_is_detected_and_the_trial_recomputed(tmp_path, capsys):
+    """A checkpoint whose state file changed after it was written (sha256 beside it), or that does not load at
+    all, restarts the trial from the beginning instead of failing on every retry."""
+    from trainables.three_phase import STATE_FILE, _fresh_progress, restore_from, write_state
+
+    progress = {**_fresh_progress(), "global_step": 8, "phase": "intermediate"}
+    resume = {"stage": "intermediate", "train_state": {"step": 8}}
+    write_state(tmp_path, {"progress": progress, "resume": resume})
+    restored, resumed = restore_from(tmp_path)
+    assert restored["global_step"] == 8 and restored["resumed_from_step"] == 8 and resumed == resume
+
+    data = bytearray((tmp_path / STATE_FILE).read_bytes())
+    data[len(data) // 2] ^= 0xFF                                   # one flipped bit pattern in the middle
+    (tmp_path / STATE_FILE).write_bytes(bytes(data))
+    assert restore_from(tmp_path) == (_fresh_progress(), {})
+    assert "is damaged (ValueError: sha256 mismatch); recomputing the trial" in capsys.readouterr().err
+
+    (tmp_path / STATE_FILE).write_bytes(bytes(data[:100]))          # cut short, and no digest (an older writer)
+    (tmp_path / "trial_state.sha256").unlink()
+    assert restore_from(tmp_path) == (_fresh_progress(), {})

@@ -23,6 +23,7 @@ import dataclasses
 import math
 import os
 import resource
+import sys
 import tempfile
 from pathlib import Path
 from statistics import mean
@@ -38,7 +39,7 @@ from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 from analysis.schema import COUNT_PREFIX, TEST_PREFIX, TRUNCATED_PREFIX, VALIDATION_PREFIX, metric_key
 from search_spaces.axes import DataCell
-from trainables.models import load_encoder
+from trainables.models import file_sha256, load_encoder
 from trainables.phase2_cache import Phase2Cache, phase2_key, trained_parameters
 from trainables.phases import intermediate_phase, target_phase, zero_shot_evaluation
 from trainables.precision import resolve_precision
@@ -48,6 +49,7 @@ from trainables.formats import TaskModel, format_of
 from trainables.trial_config import TrialConfig
 
 STATE_FILE = "trial_state.pt"
+STATE_DIGEST = "trial_state.sha256"
 
 
 def trial_env() -> dict:
@@ -229,8 +231,29 @@ def _restore() -> tuple[dict, dict]:
     if checkpoint is None:
         return _fresh_progress(), {}
     with checkpoint.as_directory() as folder:
-        saved = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
-    progress = saved["progress"]
+        return restore_from(Path(folder))
+
+
+def write_state(folder: Path, state: dict) -> None:
+    """The checkpoint's state file and its sha256 beside it (restore_from checks it)."""
+    torch.save(state, folder / STATE_FILE)
+    (folder / STATE_DIGEST).write_text(file_sha256(folder / STATE_FILE))
+
+
+def restore_from(folder: Path) -> tuple[dict, dict]:
+    """_restore's answer from a checkpoint folder. A damaged checkpoint (its sha256 does not match, or it does not
+    load) is no state to continue from: the trial says so and starts again from the beginning, which gives the same
+    result (training is deterministic), instead of failing on every retry."""
+    try:
+        digest = (folder / STATE_DIGEST).read_text().strip() if (folder / STATE_DIGEST).exists() else None
+        if digest is not None and digest != file_sha256(folder / STATE_FILE):
+            raise ValueError("sha256 mismatch")
+        saved = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=False)
+        progress = saved["progress"]
+    except Exception as err:   # noqa: BLE001 - any unreadable checkpoint is treated the same way
+        print(f"checkpoint {folder} is damaged ({type(err).__name__}: {err}); recomputing the trial from the start",
+              file=sys.stderr, flush=True)
+        return _fresh_progress(), {}
     progress["resumed_from_step"] = progress["global_step"]
     return progress, saved.get("resume") or {}
 
@@ -272,7 +295,7 @@ class _Reporter:
             ray.train.report(metrics)
             return
         with tempfile.TemporaryDirectory() as folder:
-            torch.save({"progress": self.progress, "resume": resume}, Path(folder) / STATE_FILE)
+            write_state(Path(folder), {"progress": self.progress, "resume": resume})
             ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder))
 
     def metrics(self, final: bool = False) -> dict:
