@@ -20,6 +20,7 @@ reruns them are printed); 2 for bad input (nothing ran); 3 when only the analysi
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shlex
 import subprocess
@@ -182,6 +183,7 @@ def main(argv=None) -> int:
         if args.dry_run:
             return 0
         lock = hold_driver_lock(experiment_dir)   # held until this process ends
+        quiet_console()
         print(connect_ray(args.address))
 
     # After the sweep finished what it could: exit 1 when any trial ended in an error (a summary of them and the
@@ -202,6 +204,17 @@ def main(argv=None) -> int:
     print(f"MLflow: mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 (Views menu: 'Test scores per "
           f"trial'); Optuna: optuna-dashboard sqlite:///{experiment_dir / 'optuna.db'}")
     return code
+
+
+def quiet_console() -> None:
+    """Keep what Ray Tune prints that is not the user's business out of the terminal (sweeps/progress.py shows the
+    sweep; errors and warnings still show): its warnings about operations slower than 0.5 s (on a busy laptop,
+    every MLflow write) below 5 s, its new console reporter (an experiment box, paths and a TensorBoard hint,
+    whatever the verbosity: the legacy one honours verbose=0) and its INFO lines. Before Ray Tune is imported: it
+    reads the threshold then."""
+    os.environ.setdefault("TUNE_WARN_THRESHOLD_S", "5")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    logging.getLogger("ray.tune").setLevel(logging.WARNING)
 
 
 EXIT_INTERRUPTED = 130   # what a shell reports for a program ended by Ctrl-C

@@ -25,10 +25,12 @@ from ray.tune.search.optuna import OptunaSearch
 from analysis.schema import OBJECTIVE
 from search_spaces.hyperparameters import default_point
 from search_spaces.presets import Preset
+from sweeps.progress import SweepProgress
 from sweeps.tracking import SweepTracker, TrackingCallback, artifact_location, cell_label, save_json
 from trainables.tasks import get_task
 from trainables.three_phase import run_trial
 
+optuna.logging.set_verbosity(optuna.logging.WARNING)   # its INFO lines ("A new study created ...") are noise here
 # Save Tune's experiment state at least every second, so a finished trial is known as finished after a crash.
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
 
@@ -125,7 +127,7 @@ def optuna_space(preset: Preset, cells: list[str]) -> dict:
     return space
 
 
-def _tuner(name: str, experiment_dir: Path, resume: bool, callback, param_space: dict,
+def _tuner(name: str, experiment_dir: Path, resume: bool, callbacks: list, param_space: dict,
            make_tune_config) -> tune.Tuner:
     """A restored Tune experiment when resuming one that exists (its errored and unfinished trials run again under
     their own trial ids, finished ones are kept), else a new one."""
@@ -134,7 +136,7 @@ def _tuner(name: str, experiment_dir: Path, resume: bool, callback, param_space:
         return tune.Tuner.restore(str(path), TRAINABLE, resume_unfinished=True, resume_errored=True)
     return tune.Tuner(TRAINABLE, param_space=param_space, tune_config=make_tune_config(),
                       run_config=tune.RunConfig(name=name, storage_path=str(experiment_dir / "tune"), verbose=0,
-                                                callbacks=[callback]))
+                                                callbacks=callbacks))
 
 
 def run_sweep(preset: Preset, plan: dict, *, experiment: str, experiment_dir: Path, tracking_uri: str,
@@ -153,12 +155,15 @@ def run_sweep(preset: Preset, plan: dict, *, experiment: str, experiment_dir: Pa
     cells = [cell.cell_id for cell in plan["cells"]]
     metric_names = {target: get_task(target).metric for target in preset.targets}
 
-    def callback(stage: str) -> TrackingCallback:
-        return TrackingCallback(tracking_uri, experiment, preset.name, experiment_dir / "results.csv", stage,
-                                metric_names, cells)
+    def callbacks(stage: str, trials_before: int) -> list:
+        results = experiment_dir / "results.csv"
+        return [TrackingCallback(tracking_uri, experiment, preset.name, results, stage, metric_names, cells),
+                SweepProgress(stage, total_trials=plan["trials"], trials_before=trials_before, cells=cells,
+                              results_path=results, max_concurrent=plan["max_concurrent"],
+                              seconds_per_trial=preset.seconds_per_trial_estimate)]
 
     # A resumed sweep restores each stage it reached, so that trials that failed there run again.
-    search = _tuner("search", experiment_dir, resume, callback("search"), constants,
+    search = _tuner("search", experiment_dir, resume, callbacks("search", 0), constants,
                     lambda: _search_config(preset, plan, cells, experiment, experiment_dir))
     search_results = search.fit()
     record_reruns(optuna_study(experiment, experiment_dir), optuna_space(preset, cells), search_results)
@@ -169,7 +174,7 @@ def run_sweep(preset: Preset, plan: dict, *, experiment: str, experiment_dir: Pa
     replicas = replicate_configs(preset, plan["seeds"], cells, search_results)
     if replicas or (resume and tune.Tuner.can_restore(str(experiment_dir / "tune" / "replicate"))):
         # BasicVariantGenerator fills points_to_evaluate into keys the param_space already has.
-        replicate = _tuner("replicate", experiment_dir, resume, callback("replicate"),
+        replicate = _tuner("replicate", experiment_dir, resume, callbacks("replicate", plan["num_samples"]),
                            {**constants, **(replicas or [{}])[0]}, lambda: _replicate_config(replicas, plan))
         replicate.fit()
     state["stage"] = "done"

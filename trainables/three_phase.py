@@ -6,7 +6,9 @@ config; DDP when there is more than one worker) whose workers run `trial_loop`, 
 under the sweep's storage, so a trial that Tune restarts (driver crash + `--resume`) picks up its own last
 checkpoint, and a worker that dies is restarted by Ray Train from the last checkpoint (FailureConfig).
 
-What a trial reports: `global_step` (one counter that only grows across phases), `phase`, `loss`, `lr`, then
+What a trial reports: `global_step` (one counter that only grows across phases), `phase`, `loss`, `lr`,
+`phase_first_step` / `phase_last_step` (the global steps where the phase in training starts and ends) and
+`examples_per_s` (training throughput since the previous report), then
 after each target `val.<target>.<language>` / `score.<target>.<language>` (validation / test, in points, plus
 `avg`, and the format's secondary figures as `<language>/<figure>`; `n.<target>.<language>`: the test examples
 behind each score), `truncated.<phase>.<what>` (training examples or words featurising could not keep),
@@ -25,6 +27,7 @@ import os
 import resource
 import sys
 import tempfile
+import time
 from pathlib import Path
 from statistics import mean
 
@@ -112,8 +115,9 @@ def trial_loop(config: dict) -> None:
     trial = dataclasses.replace(trial, precision=resolve_precision(trial.precision, device))
     progress, resume = _restore()
     tokenizer, encoder = load_encoder(trial.model)
-    reporter = _Reporter(trial, progress, rank)
-    loop = dict(device=device, rank=rank, world_size=world_size, wrap_model=wrap_model, on_step=reporter.on_step)
+    reporter = _Reporter(trial, progress, rank, world_size)
+    loop = dict(device=device, rank=rank, world_size=world_size, wrap_model=wrap_model, on_step=reporter.on_step,
+                on_phase_start=reporter.on_phase_start)
 
     # Phase 2: the intermediate task, unless the cell is the baseline or the cache already has it.
     cell = DataCell.from_id(trial.cell)
@@ -271,13 +275,24 @@ def _resume_state(resume: dict, stage: str, encoder, task, trial: TrialConfig) -
 class _Reporter:
     """Sends metrics (every `report_every` steps) and checkpoints (at phase checkpoints and after each target)."""
 
-    def __init__(self, trial: TrialConfig, progress: dict, rank: int):
+    def __init__(self, trial: TrialConfig, progress: dict, rank: int, world_size: int = 1):
         self.trial, self.progress, self.rank = trial, progress, rank
+        self.examples_per_step = trial.batch_size * trial.grad_accum_steps * world_size
+        self.rate_mark: tuple[float, int] | None = None   # (time, global step) of the last measured report
+
+    def on_phase_start(self, first_step: int, last_step: int) -> None:
+        self.progress["phase_steps"] = (first_step, last_step)
+        self.rate_mark = None
 
     def on_step(self, global_step: int, loss: float, lr: float) -> None:
         self.progress.update(global_step=global_step, loss=loss, lr=lr)
         self._maybe_fail(global_step)
         if global_step % self.trial.report_every == 0:
+            now = time.perf_counter()
+            if self.rate_mark is not None and now > self.rate_mark[0]:
+                steps = global_step - self.rate_mark[1]
+                self.progress["examples_per_s"] = steps * self.examples_per_step / (now - self.rate_mark[0])
+            self.rate_mark = (now, global_step)
             ray.train.report(self.metrics())
 
     def checkpointer(self, stage: str):
@@ -301,6 +316,9 @@ class _Reporter:
     def metrics(self, final: bool = False) -> dict:
         p = self.progress
         metrics = {"global_step": p["global_step"], "phase": p["phase"]}
+        if p.get("phase_steps"):   # where the phase being trained (or the last one trained) starts and ends
+            metrics.update(phase_first_step=p["phase_steps"][0], phase_last_step=p["phase_steps"][1],
+                           examples_per_s=p.get("examples_per_s", math.nan))
         if p.get("loss") is not None:
             metrics.update(loss=p["loss"], lr=p["lr"])
         for target, splits in p["scores"].items():

@@ -72,6 +72,7 @@ def training_state(model, optimizer, scheduler, step: int, total_steps: int, ste
 def train(model: TaskModel, features: Features, cfg: TrainConfig, *, device,
           step_offset: int = 0, resume_state: dict | None = None,
           on_step: Callable[[int, float, float], None] | None = None,
+          on_phase_start: Callable[[int, int], None] | None = None,
           on_checkpoint: Callable[[dict], None] | None = None,
           rank: int = 0, world_size: int = 1, wrap_model: Callable[[nn.Module], nn.Module] | None = None,
           ) -> TrainResult:
@@ -79,7 +80,8 @@ def train(model: TaskModel, features: Features, cfg: TrainConfig, *, device,
     knobs and the module docstring for determinism.
 
     Worker `rank` of `world_size` takes every world_size-th micro-batch of one global order. `on_step(global_step,
-    loss, lr)` follows every optimizer step, global_step = step_offset + steps done in this phase.
+    loss, lr)` follows every optimizer step, global_step = step_offset + steps done in this phase;
+    `on_phase_start(step_offset, step_offset + total_steps)` comes first (where the phase starts and ends).
     `on_checkpoint(training_state(...))` follows every cfg.checkpoint_every steps and the last step.
     """
     if not len(features):
@@ -89,6 +91,8 @@ def train(model: TaskModel, features: Features, cfg: TrainConfig, *, device,
     micro_batches_per_step = cfg.grad_accum_steps * world_size
     total_steps = max(1, math.ceil(cfg.epochs * batches_per_epoch / micro_batches_per_step))
 
+    if on_phase_start is not None:
+        on_phase_start(step_offset, step_offset + total_steps)
     model.to(device)
     if device.type == "cpu":   # same rates and places, a quarter of the mask cost (trainables/dropout.py)
         use_cheap_dropout(model)
