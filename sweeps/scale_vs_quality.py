@@ -201,8 +201,15 @@ def main(argv=None) -> int:
     analysis = None if args.no_analysis else run_analysis(experiment_dir, experiment, tracking_uri)
     code, summary = finish_sweep(outcome, analysis)
     print(summary, file=sys.stderr if code else sys.stdout)
-    print(f"MLflow: mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 (Views menu: 'Test scores per "
-          f"trial'); Optuna: optuna-dashboard sqlite:///{experiment_dir / 'optuna.db'}")
+    # MLflow 3's UI opens an experiment on its GenAI overview whatever the experiment's tags say; the address's
+    # workflowType opens the runs (the sidebar's "Model training" switch does the same).
+    experiment_id = outcome["tracker"].experiment_id
+    where = (f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
+             if tracking_uri.startswith("http") else
+             f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000, then "
+             f"http://127.0.0.1:5000/#/experiments/{experiment_id}?workflowType=machine_learning")
+    print(f"MLflow: {where} (Views menu: 'Test scores per trial'); Optuna: optuna-dashboard "
+          f"sqlite:///{experiment_dir / 'optuna.db'} --host 127.0.0.1")
     return code
 
 
