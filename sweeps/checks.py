@@ -248,19 +248,31 @@ def _check_pools(preset: Preset, *, dry_run: bool = False) -> None:
 
 # ----------------------------------------------------------------------------------------------- Ray
 def connect_ray(address: str) -> str:
-    """Connect (or start a local runtime); returns how to open the Ray dashboard."""
+    """Connect (or start a local runtime); returns how to open the Ray dashboard.
+
+    Every Ray process of the sweep is told where its own cluster's state API is (RAY_API_SERVER_ADDRESS for a
+    local runtime, RAY_ADDRESS for HOST:PORT). Ray Train's PlacementGroupCleaner, which frees the CPUs of a Train
+    run whose Tune trial was stopped (ASHA), asks the state API whether the run's controller is alive; left to
+    itself it looks the cluster up in /tmp/ray/ray_current_cluster, which a stopped `ray start` cluster leaves
+    behind pointing at a dead address: the cleaner's thread then dies, the stopped trial's CPUs stay reserved and
+    the next trial waits for them forever."""
     import ray
     from trainables.three_phase import trial_env
 
     if address == "local":   # always a new runtime, even where a `ray start` cluster runs
-        context = ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1",
-                           configure_logging=True, log_to_driver=False, runtime_env={"env_vars": trial_env()})
+        port = _free_port()
+        env = {**trial_env(), "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}
+        context = ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
+                           configure_logging=True, log_to_driver=False, runtime_env={"env_vars": env})
         return dashboard_hint(context.dashboard_url)
+    env = trial_env()
     if address != "auto":
         host, _, port = address.removeprefix("ray://").rpartition(":")
         _check_port_open(host, port, f"cannot connect to a Ray cluster at {host}:{port}", RAY_FIX)
+        if not address.startswith("ray://"):
+            env["RAY_ADDRESS"] = address
     try:
-        context = ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": trial_env()})
+        context = ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": env})
     except (ConnectionError, RuntimeError, ValueError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"cannot connect to a Ray cluster at {address} ({first_line}): {RAY_FIX}") from None
@@ -285,6 +297,12 @@ RAY_FIX = "start one with `ray start --head --dashboard-host 127.0.0.1` or use -
 def check_address(address: str) -> None:
     if not (address in ("local", "auto") or address.startswith("ray://") or _is_host_port(address)):
         raise UserError(f"bad --address {address!r}: use local, auto, ray://HOST:PORT or HOST:PORT")
+
+
+def _free_port() -> int:
+    with closing(socket.socket()) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _check_port_open(host: str, port, what: str, fix: str) -> None:

@@ -5,9 +5,11 @@ import os
 import re
 import secrets
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -58,6 +60,8 @@ def test_dry_run_prints_the_plan(tmp_path):
     done = sweep("--preset", "laptop", "--dry-run", "--storage-path", str(tmp_path))
     assert done.returncode == 0, done.stderr
     assert "12 data cells" in done.stdout and "estimated cost" in done.stdout
+    # English 2 x (8,000 + 0.2 x 7,000) and multilingual 1,000 + 58 + 116 (branch steps of batches of 32)
+    assert "phase 2: 19,974 example-passes per seed with the shared ladder (31,750 separate)" in done.stdout
     assert not any(tmp_path.iterdir())
 
 
@@ -348,8 +352,17 @@ def test_asha_stops_weak_extra_trials_after_their_first_target(tmp_path):
     """4 cells and 6 extra search trials: ASHA compares trials once they are scored on retrieval (no phase 3, so
     scored first) and stops weak extras before they train genre; the first trial of a cell runs to the end."""
     storage, experiment = tmp_path / "store", "smoke-asha"
-    done = sweep("--preset", "smoke", "--english-sizes", "0,32", "--num-samples", "10", "--no-analysis",
-                 "--storage-path", str(storage), "--experiment", experiment)
+    # Beside a stale cluster file (a stopped `ray start` cluster leaves one): a stopped trial's Train run must still
+    # give its CPUs back (sweeps/checks.connect_ray), or the next trial waits for them forever.
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))   # short: Ray's socket paths must stay < 108 bytes
+    (ray_tmp / "ray").mkdir()
+    (ray_tmp / "ray" / "ray_current_cluster").write_text("127.0.0.1:6999")
+    try:
+        done = sweep("--preset", "smoke", "--english-sizes", "0,32", "--num-samples", "10", "--no-analysis",
+                     "--storage-path", str(storage), "--experiment", experiment,
+                     env={**os.environ, "RAY_TMPDIR": str(ray_tmp)})
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     client, parent, children = check_one_record(storage / experiment, experiment)
     stopped = [run for run in children if run.info.status == "KILLED"]
