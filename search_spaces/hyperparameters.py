@@ -24,6 +24,9 @@ LAPTOP = {
     "max_grad_norm": 1.0,
     "grad_accum_steps": 1,
     "freeze_word_embeddings": True,   # 96M of e5-small's 118M parameters; freezing them makes CPU steps ~3x cheaper
+    # Shared ladders (trainables/ladder.py): warm-up steps independent of the size, decay over the last 20%.
+    "warmup_steps": 10,
+    "decay_fraction": 0.2,
 }
 
 # The tiny random model: large steps, so a few dozen examples move it.
@@ -32,6 +35,7 @@ SMOKE = {**LAPTOP,
          "lr_target": ("loguniform", 1e-4, 3e-3),
          "epochs_target": 1,
          "batch_size": 16,
+         "warmup_steps": 1,               # the smoke ladder's smallest size runs 2 steps
          "freeze_word_embeddings": False}
 
 # xlm-roberta-large on GPUs, as in the paper: lr around 1e-5, a few epochs, batch 32 (4 x 8 accumulated on big models).

@@ -34,6 +34,8 @@ class Preset:
     checkpoint_every: int = 50              # optimizer steps between checkpoints inside a phase
     retrieval_layer: int = -1               # hidden layer pooled for retrieval (-1 = last)
     seconds_per_trial_estimate: float = 60  # for --dry-run's cost estimate
+    ladder: str = "shared"                  # shared: one phase-2 run per size ladder (trials with more than one
+                                            # epoch of phase 2 fall back to separate); separate: each size alone
 
     def cells(self) -> list[DataCell]:
         return data_cells(self.english_task, self.english_qualities, self.english_sizes,
@@ -52,7 +54,8 @@ class Preset:
                          max_length=self.max_length, precision=self.precision,
                          checkpoint_every=self.checkpoint_every,
                          retrieval_layer=self.retrieval_layer, num_workers=self.workers_per_trial,
-                         use_gpu=self.gpus_per_trial > 0, torch_threads=self.torch_threads)
+                         use_gpu=self.gpus_per_trial > 0, torch_threads=self.torch_threads,
+                         ladder=self.ladder, ladder_cells=[cell.cell_id for cell in self.cells()])
         return constants
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from search_spaces.hyperparameters import is_searched  # noqa: E402
+from search_spaces.hyperparameters import default_point, is_searched  # noqa: E402
 from search_spaces.presets import PRESETS, Preset  # noqa: E402
 from sweeps.checks import check_address, check_inputs, connect_ray  # noqa: E402
 from sweeps.driver_lock import hold_driver_lock  # noqa: E402
@@ -152,9 +152,36 @@ def print_plan(preset: Preset, the_plan: dict, experiment_dir: Path, tracking_ur
     print(f"search stage: {the_plan['num_samples']} trials (Optuna TPE over cell x {', '.join(searched)})")
     print(f"replicate stage: {len(the_plan['cells']) * (the_plan['seeds'] - 1)} trials "
           f"({the_plan['seeds']} seeds per cell in all)")
+    print(phase2_passes_line(preset, the_plan["cells"]))
     print(f"estimated cost: {the_plan['trials']} trials x ~{preset.seconds_per_trial_estimate:.0f} s / "
           f"{the_plan['max_concurrent']} at once = ~{the_plan['estimate_minutes']:.0f} min")
     print(f"results: {experiment_dir / 'results.csv'}; MLflow: {tracking_uri}")
+
+
+def phase2_passes_line(preset: Preset, cells) -> str:
+    """Phase-2 example passes of one seed over the cells: with the shared ladder (largest size first, the others
+    from its trunk snapshots) and separately; the search's default point where a knob is searched."""
+    from trainables.ladder import example_passes   # imports torch: only to print the plan
+
+    knobs = {**preset.hyperparameters, **default_point(preset.hyperparameters)}
+    epochs = preset.hyperparameters.get("epochs_intermediate", 1)
+    per_step = knobs.get("batch_size", 16) * knobs.get("grad_accum_steps", 1) * preset.workers_per_trial
+    ladders: dict[tuple, list[int]] = {}
+    for cell in cells:
+        if cell.size > 0:
+            ladders.setdefault((cell.source, cell.task, cell.quality), []).append(cell.size)
+    separate = sum(example_passes(sizes, per_step, shared=False) for sizes in ladders.values())
+    if preset.ladder != "shared":
+        return f"phase 2: {separate:,} example-passes per epoch per seed (ladder separate)"
+    if not is_searched(epochs) and epochs != 1:
+        return (f"phase 2: {separate * epochs:,} example-passes per seed (epochs_intermediate {epochs}: a shared "
+                f"ladder needs one epoch, so each size trains separately)")
+    shared = sum(example_passes(sizes, per_step, shared=True, decay_fraction=knobs.get("decay_fraction", 0.2))
+                 for sizes in ladders.values())
+    line = f"phase 2: {shared:,} example-passes per seed with the shared ladder ({separate:,} separate)"
+    if is_searched(epochs):
+        line += " for trials with one epoch (epochs_intermediate is searched; more epochs train each size alone)"
+    return line
 
 
 def main(argv=None) -> int:

@@ -1,7 +1,8 @@
 """The two stages of a sweep, as Ray Tune experiments that `--resume` restores.
 
 search:    OptunaSearch (TPE, study in STORAGE/EXPERIMENT/optuna.db) over the data cell x the searched
-           hyperparameters; points_to_evaluate puts every cell in once first; ASHA stops weak extra
+           hyperparameters; points_to_evaluate puts every cell in once first (each size ladder's largest size
+           first, so the smaller ones start from its trunk snapshots: trainables/ladder.py); ASHA stops weak extra
            trials when they have been scored on as many targets as the others at its rung (CoveringASHA).
 replicate: every cell's best finished configuration with the seeds it still lacks (and a default configuration
            for a cell the search left without a finished trial), so no curve point is missing.
@@ -248,13 +249,24 @@ def _search_config(preset: Preset, plan: dict, cells: list[str], experiment: str
     start = default_point(preset.hyperparameters)
     searcher = SweepOptunaSearch(
         space=optuna_space(preset, cells), metric=OBJECTIVE, mode="max",
-        points_to_evaluate=[{"cell": cell, **start} for cell in cells],
+        points_to_evaluate=[{"cell": cell, **start} for cell in largest_first(cells)],
         sampler=optuna.samplers.TPESampler(seed=0), study_name=f"{experiment}-search",
         storage=_optuna_storage(experiment_dir))
     scheduler = CoveringASHA(time_attr="targets_evaluated", metric=OBJECTIVE, mode="max",
                              max_t=len(preset.targets) + 1, grace_period=1, reduction_factor=3)
     return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=plan["num_samples"],
                            max_concurrent_trials=plan["max_concurrent"], trial_name_creator=trial_name)
+
+
+def largest_first(cells: list[str]) -> list[str]:
+    """The cells with every size ladder (same source, task and tier) in descending size, each in the places its
+    cells held: a shared ladder's largest run leaves the trunk snapshots its smaller sizes start from."""
+    def ladder(cell: str) -> str:
+        return cell.rsplit(":", 1)[0]
+    descending = {}
+    for cell in sorted(cells, key=lambda cell: -int(cell.rsplit(":", 1)[1]) if ":" in cell else 0):
+        descending.setdefault(ladder(cell), []).append(cell)
+    return [descending[ladder(cell)].pop(0) for cell in cells]
 
 
 def _replicate_config(replicas: list[dict], plan: dict) -> tune.TuneConfig:
@@ -273,8 +285,9 @@ def trial_name(trial) -> str:
 
 
 def replicate_configs(preset: Preset, seeds: int, cells: list[str], results) -> list[dict]:
-    """For every cell: its best finished search configuration with seeds 1..seeds-1; a cell without any
-    finished trial also gets seed 0 (with the default hyperparameters when no trial of it finished)."""
+    """For every cell (each size ladder largest first): its best finished search configuration with seeds
+    1..seeds-1; a cell without any finished trial also gets seed 0 (with the default hyperparameters when no trial
+    of it finished)."""
     best: dict[str, tuple[float, dict]] = {}
     for result in results:
         metrics, config = result.metrics or {}, result.config or {}
@@ -284,7 +297,7 @@ def replicate_configs(preset: Preset, seeds: int, cells: list[str], results) -> 
                 best[config["cell"]] = (objective, config)
     searched = list(optuna_space(preset, cells))
     replicas = []
-    for cell in cells:
+    for cell in largest_first(cells):   # a shared ladder's largest size first, as in the search stage
         found = best.get(cell)
         point = ({name: found[1][name] for name in searched} if found
                  else {"cell": cell, **default_point(preset.hyperparameters)})

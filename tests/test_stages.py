@@ -1,6 +1,7 @@
 """sweeps/stages.py without a Ray runtime: the replicate plan, the Optuna study's record, the exit status (fast)."""
 import json
 import math
+from pathlib import Path
 from io import BytesIO
 from wsgiref.util import setup_testing_defaults
 
@@ -12,8 +13,8 @@ from ray.tune.experiment import Trial
 
 from search_spaces.hyperparameters import default_point
 from search_spaces.presets import PRESETS
-from sweeps.stages import (EXIT_ANALYSIS_FAILED, EXIT_TRIALS_FAILED, SweepOptunaSearch, finish_sweep, optuna_space,
-                           record_reruns, replicate_configs)
+from sweeps.stages import (EXIT_ANALYSIS_FAILED, EXIT_TRIALS_FAILED, SweepOptunaSearch, finish_sweep, largest_first,
+                           optuna_space, record_reruns, replicate_configs)
 from sweeps.tracking import NOTE, TrackingCallback
 
 SMOKE = PRESETS["smoke"]
@@ -41,6 +42,17 @@ def test_replicate_takes_each_cells_best_finished_point_and_fills_cells_without_
         {"cell": baseline, **default_point(SMOKE.hyperparameters), "seed": seed} for seed in (0, 1, 2)]
     assert len(replicas) == 2 + 3 * (len(CELLS) - 1)
     assert replicate_configs(SMOKE, 1, CELLS, [result(tmp_path, cell, 50.0) for cell in CELLS]) == []
+
+
+def test_each_size_ladder_runs_its_largest_size_first():
+    laptop = [cell.cell_id for cell in PRESETS["laptop"].cells()]
+    ordered = largest_first(laptop)
+    assert sorted(ordered) == sorted(laptop) and ordered[0] == "none"
+    assert ordered[1:5] == [f"english:en_paraphrase:random:{n}" for n in (8000, 4000, 2000, 1000)]
+    assert ordered[5:9] == [f"english:en_paraphrase:hard:{n}" for n in (8000, 4000, 2000, 1000)]
+    assert ordered[9:] == [f"multilingual:multi_paraphrase:random:{n}" for n in (1000, 500, 250)]
+    replicas = replicate_configs(SMOKE, 2, CELLS, [result(Path("."), cell, 50.0) for cell in CELLS])
+    assert [r["cell"] for r in replicas] == largest_first(CELLS)
 
 
 def test_optuna_space_has_the_cell_and_the_searched_hyperparameters():

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from trainables.models import file_sha256
-from trainables.trial_config import PHASE2, TrialConfig
+from trainables.trial_config import PHASE2, SHARED_LADDER, TrialConfig
 
 # Bump when phase-2 training changes in a way that changes its result (loop, loss, data order, head).
 PHASE2_CODE_VERSION = 2   # 2: bf16 autocast on CPU, cheaper dropout masks
@@ -31,8 +31,10 @@ MANIFEST = "manifest.json"
 
 def phase2_key(trial: TrialConfig) -> str:
     """A hash of the trial-config fields marked PHASE2 (what determines the encoder; targets, lr_target and the
-    like do not) and the code version."""
+    like do not), those marked SHARED_LADDER where the ladder is shared, and the code version."""
     fields = trial.marked(PHASE2)
+    if trial.shared_ladder:
+        fields.update(trial.marked(SHARED_LADDER))
     fields["phase2_code_version"] = PHASE2_CODE_VERSION
     blob = json.dumps(fields, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]

@@ -9,7 +9,8 @@ The caller selects the examples (data cell, size ladder, languages); these funct
 What a task's format does (featurising, head, loss, decoding, metric) lives in trainables/formats. Training mutates
 the encoder in place: to reuse the phase-2 encoder for several targets, pass `copy.deepcopy(encoder)` to each
 target_phase. `**loop_kwargs` go to `training.train` (device, step_offset, resume_state, on_step, on_phase_start,
-on_checkpoint, rank, world_size, wrap_model); chain step counters with `step_offset=<previous result>.global_step`.
+on_checkpoint, rank, world_size, wrap_model, and for shared ladders trunk and branch_sizes: trainables/ladder.py);
+chain step counters with `step_offset=<previous result>.global_step`.
 """
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
 """One trial of the sweep on Ray Train: phase 2, phase 3 for each classification target, zero-shot evaluation.
+With `ladder: shared`, phase 2 starts from its size ladder's trunk snapshot where a larger size left one
+(trainables/ladder.py) and leaves snapshots for the smaller sizes.
 
 `run_trial(config)` is the Ray Tune function trainable. It starts a `TorchTrainer` (workers and GPUs from the
 config; DDP when there is more than one worker) whose workers run `trial_loop`, and forwards every
@@ -42,6 +44,7 @@ from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 from analysis.schema import COUNT_PREFIX, TEST_PREFIX, TRUNCATED_PREFIX, VALIDATION_PREFIX, metric_key
 from search_spaces.axes import DataCell
+from trainables.ladder import discard_own_branch, phase2_ladder_kwargs
 from trainables.models import file_sha256, load_encoder
 from trainables.phase2_cache import Phase2Cache, phase2_key, trained_parameters
 from trainables.phases import intermediate_phase, target_phase, zero_shot_evaluation
@@ -136,15 +139,25 @@ def trial_loop(config: dict) -> None:
             task = get_task(cell.task)
             examples = select_examples(cell.task, cell.quality, cell.size, trial.seed)
             progress["phase"] = "intermediate"
+            if trial.ladder == "shared" and not trial.shared_ladder and rank == 0:
+                print(f"{trial.cell} s{trial.seed}: a shared ladder needs one epoch of phase 2, not "
+                      f"{trial.epochs_intermediate}: trained separately", file=sys.stderr, flush=True)
+            resume_state = _resume_state(resume, "intermediate", encoder, task, trial)
             encoder, result = intermediate_phase(
                 encoder, tokenizer, task, examples, trial.train_config("intermediate", task), step_offset=0,
-                resume_state=_resume_state(resume, "intermediate", encoder, task, trial),
-                on_checkpoint=reporter.checkpointer("intermediate"), **loop)
+                resume_state=resume_state, on_checkpoint=reporter.checkpointer("intermediate"),
+                **phase2_ladder_kwargs(trial, cell.size, cache.root), **loop)
+            trunk_step = result.resumed_at if resume_state is None else 0
+            if trunk_step and rank == 0:
+                print(f"{trial.cell} s{trial.seed}: phase 2 continued from its ladder's trunk snapshot at step "
+                      f"{trunk_step} of {result.steps}", file=sys.stderr, flush=True)
             progress["phase2_cache_hit"] = 0
             progress["global_step"] = result.global_step
             _note_truncated(progress, "intermediate", result.notes)
             if rank == 0:
-                cache.store(key, trained_parameters(encoder), {"steps": result.global_step, "config": trial.as_dict()})
+                cache.store(key, trained_parameters(encoder), {"steps": result.global_step, "config": trial.as_dict(),
+                                                               "trunk_step": trunk_step})
+                discard_own_branch(trial, cache.root, result.steps)
     progress["phase2_cache_hit"] = progress["phase2_cache_hit"] or 0
 
     # Phase 3 and zero-shot evaluation, one target at a time, each on a copy of the phase-2 encoder.

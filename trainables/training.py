@@ -1,24 +1,27 @@
-"""The generic training loop the three phases compose: AdamW with linear warm-up and decay over featurised rows.
+"""The generic training loop the three phases compose: AdamW over featurised rows, with linear warm-up and decay
+(`schedule="linear"`) or warmup-stable-decay (`schedule="wsd"`, for shared size ladders: trainables/ladder.py).
 
 Plain PyTorch: no Ray here. What a row is, the head and the loss belong to the model's format (trainables/formats).
 The Ray Train wrapper calls `train` inside each worker with its `rank`, `world_size` and a `wrap_model` (e.g.
 `ray.train.torch.prepare_model`), and saves what `on_checkpoint` hands it.
 
 Determinism: nothing here reads the global RNG unseeded. The data order of epoch e comes from a generator seeded by
-(cfg.seed, e); the global RNG (dropout) is reseeded from (cfg.seed, step, rank) at the start of every optimizer
-step; head initialisation is seeded. So a config gives the same weights and metrics on CPU every time, and a run
-resumed from any checkpoint continues exactly as if it had never stopped.
+(cfg.seed, e) (or is the rows' own order: shuffle=False); the global RNG (dropout) is reseeded from (cfg.seed, step,
+rank) at the start of every optimizer step; head initialisation is seeded. So a config gives the same weights and
+metrics on CPU every time, and a run resumed from any checkpoint continues exactly as if it had never stopped.
 """
 from __future__ import annotations
 
+import bisect
 import functools
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Protocol, Sequence
 
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.lr_scheduler import LambdaLR
 from transformers import get_linear_schedule_with_warmup
 
 from trainables.dropout import use_cheap_dropout
@@ -44,6 +47,11 @@ class TrainConfig:
     checkpoint_every: int = 0              # optimizer steps between on_checkpoint calls; 0 = never
     eval_batch_size: int = 64              # examples per batch for evaluate/embed (callers pass it on)
     precision: str = "auto"                # "auto" (bf16 where the device does it natively), "bf16" or "fp32"
+    schedule: str = "linear"               # "linear": warmup_ratio then linear decay to 0; "wsd": warmup_steps,
+                                           # constant, then linear decay to 0 over the last decay_fraction
+    warmup_steps: int = 0                  # wsd only: warm-up steps, the same for every size of a ladder
+    decay_fraction: float = 0.2            # wsd only: share of the optimizer steps spent decaying
+    shuffle: bool = True                   # False: every epoch takes the rows in their given order
 
 
 @dataclass
@@ -52,12 +60,49 @@ class TrainResult:
     global_step: int                       # step_offset + steps: the next phase's step_offset
     losses: list[float] = field(default_factory=list)  # mean training loss of every optimizer step (this worker)
     notes: dict[str, int] = field(default_factory=dict)  # what featurising could not keep (Features.notes)
+    resumed_at: int = 0                    # the step this phase started from (a checkpoint or a trunk snapshot)
 
 
-def batch_order(num_examples: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """The example indices of every batch of one epoch, shuffled by a generator seeded by (seed, epoch)."""
-    generator = torch.Generator().manual_seed(seed_from(seed, "order", epoch))
-    order = torch.randperm(num_examples, generator=generator).tolist()
+class TrunkStore(Protocol):
+    """Training states of a shared ladder's trunk by step (trainables/ladder.py's TrunkSnapshots)."""
+    def latest(self, max_step: int) -> dict | None: ...
+    def store(self, state: dict) -> None: ...
+
+
+def optimizer_steps(num_rows: int, cfg: TrainConfig, world_size: int = 1) -> int:
+    """The optimizer steps of one phase over `num_rows` rows."""
+    batches_per_epoch = math.ceil(num_rows / cfg.batch_size)
+    return max(1, math.ceil(cfg.epochs * batches_per_epoch / (cfg.grad_accum_steps * world_size)))
+
+
+def decay_start(total_steps: int, decay_fraction: float) -> int:
+    """The wsd schedule's branch step: the first step of the decay, floor((1 - d) * total_steps)."""
+    return math.floor((1 - decay_fraction) * total_steps)
+
+
+def get_wsd_schedule(optimizer, warmup_steps: int, total_steps: int, decay_fraction: float) -> LambdaLR:
+    """Warmup-stable-decay: linear warm-up over `warmup_steps`, the peak lr, then linear decay to 0 over the last
+    `decay_fraction` of `total_steps`. Before its decay the factor does not depend on total_steps, so runs of
+    different lengths agree step for step up to the shorter one's decay start."""
+    start = decay_start(total_steps, decay_fraction)
+
+    # A plain function, not a partial or callable object: LambdaLR.state_dict leaves functions out, so a trunk
+    # snapshot's scheduler state loads into a run of another length without carrying that run's total_steps.
+    def factor(step: int) -> float:
+        warm = step / warmup_steps if step < warmup_steps else 1.0
+        decay = (total_steps - step) / (total_steps - start) if step >= start else 1.0
+        return max(0.0, min(warm, decay))
+    return LambdaLR(optimizer, factor)
+
+
+def batch_order(num_examples: int, batch_size: int, seed: int, epoch: int, shuffle: bool = True) -> list[list[int]]:
+    """The example indices of every batch of one epoch, shuffled by a generator seeded by (seed, epoch), or in
+    their given order."""
+    if shuffle:
+        generator = torch.Generator().manual_seed(seed_from(seed, "order", epoch))
+        order = torch.randperm(num_examples, generator=generator).tolist()
+    else:
+        order = list(range(num_examples))
     return [order[start:start + batch_size] for start in range(0, num_examples, batch_size)]
 
 
@@ -75,6 +120,7 @@ def train(model: TaskModel, features: Features, cfg: TrainConfig, *, device,
           on_phase_start: Callable[[int, int], None] | None = None,
           on_checkpoint: Callable[[dict], None] | None = None,
           rank: int = 0, world_size: int = 1, wrap_model: Callable[[nn.Module], nn.Module] | None = None,
+          trunk: TrunkStore | None = None, branch_sizes: Sequence[int] = (),
           ) -> TrainResult:
     """Train `model` in place on the rows of `features` (from `model.format.featurize`); see TrainConfig for the
     knobs and the module docstring for determinism.
@@ -83,13 +129,28 @@ def train(model: TaskModel, features: Features, cfg: TrainConfig, *, device,
     loss, lr)` follows every optimizer step, global_step = step_offset + steps done in this phase;
     `on_phase_start(step_offset, step_offset + total_steps)` comes first (where the phase starts and ends).
     `on_checkpoint(training_state(...))` follows every cfg.checkpoint_every steps and the last step.
+
+    Shared ladders (schedule "wsd", shuffle off, one epoch): without a `resume_state`, the run starts from
+    `trunk.latest(its decay start)` when there is one, and rank 0 hands `trunk.store` its state at the decay start of
+    every size in `branch_sizes` (examples: the first n examples of these features) that it passes before its own.
     """
     if not len(features):
         raise UserError("no training examples: a size-0 data cell skips the phase instead of training on nothing")
     device = torch.device(device)
     batches_per_epoch = math.ceil(len(features) / cfg.batch_size)
-    micro_batches_per_step = cfg.grad_accum_steps * world_size
-    total_steps = max(1, math.ceil(cfg.epochs * batches_per_epoch / micro_batches_per_step))
+    total_steps = optimizer_steps(len(features), cfg, world_size)
+    wsd = cfg.schedule == "wsd"
+    branch_at = decay_start(total_steps, cfg.decay_fraction) if wsd else total_steps
+    if wsd and trunk is not None and resume_state is None:
+        resume_state = trunk.latest(branch_at)
+        agreed = _same_on_every_rank(resume_state and resume_state["step"])
+        if (resume_state and resume_state["step"]) != agreed:   # another worker sees other snapshots: rank 0's
+            resume_state = trunk.latest(agreed) if agreed else None
+            if agreed and (resume_state is None or resume_state["step"] != agreed):
+                raise UserError(f"worker {rank} cannot read the trunk snapshot at step {agreed} that rank 0 found")
+    branch_rows = {bisect.bisect_left(features.example_index, size) for size in branch_sizes} if wsd else set()
+    snapshot_steps = {decay_start(optimizer_steps(rows, cfg, world_size), cfg.decay_fraction)
+                      for rows in branch_rows if 0 < rows < len(features)} if trunk is not None else set()
 
     if on_phase_start is not None:
         on_phase_start(step_offset, step_offset + total_steps)
@@ -97,10 +158,12 @@ def train(model: TaskModel, features: Features, cfg: TrainConfig, *, device,
     if device.type == "cpu":   # same rates and places, a quarter of the mask cost (trainables/dropout.py)
         use_cheap_dropout(model)
     if resume_state is not None:
-        if resume_state["total_steps"] != total_steps:
+        # A wsd run agrees with any longer one (same config) up to its own decay start: a trunk snapshot from there.
+        trunk_state = wsd and resume_state["step"] <= branch_at
+        if resume_state["total_steps"] != total_steps and not trunk_state:
             raise UserError(f"the checkpoint belongs to a run of {resume_state['total_steps']} steps, "
                             f"this config makes {total_steps}: resume with the config that wrote it")
-        model.load_state_dict(resume_state["model"])
+        model.load_state_dict({**model.state_dict(), **resume_state["model"]})   # frozen ones may be left out
     model.encoder.get_input_embeddings().weight.requires_grad_(not cfg.freeze_word_embeddings)
     if getattr(model.encoder, "pooler", None) is not None:  # unused by mean pooling; DDP rejects unused params
         model.encoder.pooler.requires_grad_(False)
@@ -111,7 +174,10 @@ def train(model: TaskModel, features: Features, cfg: TrainConfig, *, device,
         {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
     ], lr=cfg.lr)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+    if wsd:
+        scheduler = get_wsd_schedule(optimizer, cfg.warmup_steps, total_steps, cfg.decay_fraction)
+    else:
+        scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     start_step, losses = 0, []
     if resume_state is not None:
         optimizer.load_state_dict(resume_state["optimizer"])
@@ -119,7 +185,7 @@ def train(model: TaskModel, features: Features, cfg: TrainConfig, *, device,
         start_step, losses = resume_state["step"], list(resume_state["losses"])
 
     epoch_batches = functools.lru_cache(maxsize=2)(functools.partial(batch_order, len(features), cfg.batch_size,
-                                                                     cfg.seed))
+                                                                     cfg.seed, shuffle=cfg.shuffle))
     mixed_precision = autocast(device, resolve_precision(cfg.precision, device))
     net.train()
     for step in range(start_step, total_steps):
@@ -151,4 +217,15 @@ def train(model: TaskModel, features: Features, cfg: TrainConfig, *, device,
         if on_checkpoint is not None and cfg.checkpoint_every > 0 and (
                 steps_done % cfg.checkpoint_every == 0 or steps_done == total_steps):
             on_checkpoint(training_state(model, optimizer, scheduler, steps_done, total_steps, step_offset, losses))
-    return TrainResult(steps=total_steps, global_step=step_offset + total_steps, losses=losses)
+        if rank == 0 and steps_done in snapshot_steps and steps_done <= branch_at:
+            trunk.store(training_state(model, optimizer, scheduler, steps_done, total_steps, step_offset, losses))
+    return TrainResult(steps=total_steps, global_step=step_offset + total_steps, losses=losses, resumed_at=start_step)
+
+
+def _same_on_every_rank(value):
+    """Rank 0's value on every worker, so DDP workers resume from the same trunk snapshot."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        box = [value]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+    return value

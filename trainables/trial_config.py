@@ -2,8 +2,9 @@
 
 Ray Tune hands a trial a plain dict (the preset's constants plus what the search chose); the trial turns it into a
 TrialConfig once, at the top (`TrialConfig.from_dict`). Everything else derives from the fields here: what
-determines the phase-2 encoder (the phase-2 cache key: fields marked PHASE2), what MLflow records as run params
-(fields marked PARAM), and each phase's training config (`train_config`).
+determines the phase-2 encoder (the phase-2 cache key: fields marked PHASE2, and those marked SHARED_LADDER where the
+ladder is shared), what MLflow records as run params (fields marked PARAM), and each phase's training config
+(`train_config`).
 """
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ from trainables.training import TrainConfig
 PHASE2 = {"phase2": True}                  # changes the phase-2 encoder: part of the phase-2 cache key
 PARAM = {"param": True}                    # recorded as an MLflow run param
 BOTH = {**PHASE2, **PARAM}
+SHARED_LADDER = {"shared_ladder": True}    # part of the phase-2 cache key only where the ladder is shared, so the
+                                           # keys of `separate` runs are those from before the knob existed
+LADDERS = ("shared", "separate")
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,30 @@ class TrialConfig:
     storage_path: str | None = None                              # trainer runs and checkpoints (sweep's storage)
     cache_dir: str | None = None                                 # phase-2 cache; None: <storage_path>/phase2_cache
     fail_at_step: int | None = None                              # fault injection: rank 0 dies once at this step
+    # Shared ladders (trainables/ladder.py): phase 2 as warmup-stable-decay over one epoch in the subset's order, a
+    # size starting from the trunk snapshot a larger size left at its decay start. `separate`: each size from
+    # scratch (linear schedule, shuffled). A shared ladder needs epochs_intermediate == 1, else it runs separate.
+    ladder: str = field(default="separate", metadata={**SHARED_LADDER, **PARAM})   # shared | separate
+    ladder_cells: tuple[str, ...] = ()     # the sweep's cell ids: those of this cell's source/task/tier are its ladder
+    warmup_steps: int = field(default=10, metadata=SHARED_LADDER)      # wsd warm-up, the same for every size
+    decay_fraction: float = field(default=0.2, metadata=SHARED_LADDER)  # wsd: share of the steps spent decaying
+
+    def __post_init__(self):
+        if self.ladder not in LADDERS:
+            raise UserError(f"ladder must be one of {', '.join(LADDERS)}, not {self.ladder!r}")
+        if not 0 < self.decay_fraction <= 1:
+            raise UserError(f"decay_fraction must be in (0, 1], not {self.decay_fraction}")
+
+    @property
+    def shared_ladder(self) -> bool:
+        """Whether phase 2 runs as a shared ladder: asked for, and over exactly one epoch."""
+        return self.ladder == "shared" and self.epochs_intermediate == 1
+
+    @property
+    def ladder_sizes(self) -> tuple[int, ...]:
+        """The sizes of this cell's ladder (the cells of ladder_cells with its source, task and tier), ascending."""
+        prefix = self.cell.rsplit(":", 1)[0] + ":"
+        return tuple(sorted({int(cell.rsplit(":", 1)[1]) for cell in self.ladder_cells if cell.startswith(prefix)}))
 
     @classmethod
     def from_dict(cls, config: dict) -> TrialConfig:
@@ -58,7 +86,7 @@ class TrialConfig:
         if unknown:
             raise UserError(f"unknown trial config keys {unknown}; known: {', '.join(sorted(known))}")
         values = dict(config)
-        for name in ("targets", "eval_languages"):   # Tune and JSON hand lists
+        for name in ("targets", "eval_languages", "ladder_cells"):   # Tune and JSON hand lists
             if values.get(name) is not None:
                 values[name] = tuple(values[name])
         return cls(**values)
@@ -73,7 +101,9 @@ class TrialConfig:
 
     def train_config(self, phase: str, task) -> TrainConfig:
         """The training loop's config for phase "intermediate" or "target" on `task`."""
-        return TrainConfig(
+        shared = dict(schedule="wsd", shuffle=False, warmup_steps=self.warmup_steps,
+                      decay_fraction=self.decay_fraction) if phase == "intermediate" and self.shared_ladder else {}
+        return TrainConfig(**shared,
             lr=getattr(self, f"lr_{phase}"), epochs=getattr(self, f"epochs_{phase}"), batch_size=self.batch_size,
             grad_accum_steps=self.grad_accum_steps, warmup_ratio=self.warmup_ratio, weight_decay=self.weight_decay,
             max_grad_norm=self.max_grad_norm, max_length=min(task.max_length, self.max_length),
