@@ -2,7 +2,7 @@
 
 In a terminal: a panel redrawn in place (rich's Live) with the sweep's line (trials and cells done, the estimated
 time left) and one row per running trial (its cell and seed, phase, step / steps of the phase, examples/s, the
-phase's time left). Lines printed meanwhile (a trial's end, an error: sweeps/tracking.py) scroll above it.
+phase's time left). Lines printed meanwhile (a trial's end, an error: sweeps/tracking_callback.py) scroll above it.
 Elsewhere (CI logs, a file): plain lines, one per event: a trial starts, a trial enters a phase; the trial's end is
 TrackingCallback's line.
 
@@ -23,7 +23,8 @@ from rich.table import Table
 from rich.text import Text
 
 from sweeps.results_table import ResultsTable
-from sweeps.tracking import _key_of, cell_label
+from sweeps.tracking import cell_label
+from sweeps.tracking_callback import cell_key_of
 
 TRAINING_PHASES = ("intermediate", "target:")   # phases that have steps; evaluate:* and start have none
 # Ray's driver prints every message the raylet publishes straight to stdout (ray._private.worker's error listener;
@@ -97,7 +98,7 @@ class SweepProgress(Callback):
 
     def setup(self, **info):
         finished = ResultsTable(self.results_path).finished_cells
-        self.cells_done = {cell for cell in self.cells if _key_of(cell) in finished}
+        self.cells_done = {cell for cell in self.cells if cell_key_of(cell) in finished}
         self.running: dict[str, dict] = {}
         self.durations: list[float] = []
         self.ended: set[str] = set()

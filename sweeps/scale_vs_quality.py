@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO))
 from search_spaces.hyperparameters import default_point, is_searched  # noqa: E402
 from search_spaces.presets import PRESETS, Preset  # noqa: E402
 from sweeps.checks import check_address, check_inputs, connect_ray  # noqa: E402
+from sweeps.disk_guard import install_excepthook  # noqa: E402
 from sweeps.driver_lock import hold_driver_lock  # noqa: E402
 from trainables.errors import UserError, exit_on_user_error  # noqa: E402
 
@@ -209,7 +210,8 @@ def main(argv=None) -> int:
         print_plan(preset, the_plan, experiment_dir, tracking_uri)
         if args.dry_run:
             return 0
-        lock = hold_driver_lock(experiment_dir)   # held until this process ends
+        _driver_lock = hold_driver_lock(experiment_dir)   # held until this process ends
+        install_excepthook()   # a full disk met outside Tune's loop is one line too (sweeps/disk_guard.py)
         quiet_console()
         print(connect_ray(args.address))
 

@@ -27,7 +27,8 @@ from analysis.schema import OBJECTIVE
 from search_spaces.hyperparameters import default_point
 from search_spaces.presets import Preset
 from sweeps.progress import SweepProgress
-from sweeps.tracking import SweepTracker, TrackingCallback, artifact_location, cell_label, save_json
+from sweeps.tracking import SweepTracker, artifact_location, cell_label, save_json
+from sweeps.tracking_callback import TrackingCallback
 from trainables.tasks import get_task
 from trainables.three_phase import run_trial
 
@@ -149,7 +150,9 @@ def run_sweep(preset: Preset, plan: dict, *, experiment: str, experiment_dir: Pa
     state.update(preset=preset.name, plan={k: v for k, v in plan.items() if k != "cells"})
     save_json(state_path, state)
 
-    tracker = SweepTracker(tracking_uri, experiment, preset.name, artifact_location(tracking_uri, experiment_dir))
+    # With the experiment folder, the tracker finds its MLflow journal: writes left pending by the last run replay first.
+    tracker = SweepTracker(tracking_uri, experiment, preset.name, artifact_location(tracking_uri, experiment_dir),
+                           experiment_dir=experiment_dir)
     tracker.start(sweep_note(preset, plan, experiment_dir, resume_command), preset.targets)
     constants = preset.trial_constants()
     constants.update(storage_path=str(experiment_dir), cache_dir=str(experiment_dir / "phase2_cache"))

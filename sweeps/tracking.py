@@ -6,14 +6,15 @@ records agree after any resume. A child run's status says what became of its tri
 error; its partial metrics are no result, its row in results.csv has a NaN score) or KILLED (stopped early by ASHA,
 or left behind by a driver that died before Tune saved the trial; no rows in results.csv).
 
-The experiment is marked as a model-training one (tag `mlflow.experimentKind`), so the MLflow 3 UI opens on its
-runs, and carries a saved view ("Views" menu) with the objective and the test scores as columns.
+The experiment is marked as a model-training one (tag `mlflow.experimentKind`; MLflow 3.17's UI still opens it on
+its GenAI overview, so the sweep prints the address of the runs view, `?workflowType=machine_learning`), and carries
+a saved view ("Views" menu) with the objective and the test scores as columns. The Tune side is
+sweeps/tracking_callback.py.
 """
 from __future__ import annotations
 
 import json
 import math
-import re
 import statistics
 import subprocess
 import sys
@@ -21,14 +22,13 @@ import time
 from pathlib import Path
 
 import mlflow
-from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
-from ray.tune import Callback
 
 from analysis.schema import (COUNT_PREFIX, OBJECTIVE, TEST_PREFIX, TRUNCATED_PREFIX, VALIDATION_PREFIX,
                              parse_metric_key)
 from search_spaces.axes import DataCell
-from sweeps.results_table import ResultsTable, cell_key, result_rows
+from sweeps.mlflow_journal import JOURNAL_NAME, BufferedClient, unreachable
+from sweeps.results_table import ResultsTable
 from trainables.trial_config import PARAM, TrialConfig
 
 # The MLflow UI's own tags (mlflow/server/js: experimentKind values; saved views are experiment tags with this
@@ -38,6 +38,7 @@ NOTE = "mlflow.note.content"
 SAVED_VIEW = "mlflow.sharedViewState.xstilts-scores"
 ROLE, TRIAL_ROLE, SWEEP_ROLE = "xstilts.role", "trial", "sweep"
 ERROR_TAG = "xstilts.error"
+TRIAL_KEY = "xstilts.trial_key"   # (stage):(Tune trial id), one run per key
 STOPPED_TAG = "xstilts.stopped_by"   # "asha" on a trial the scheduler stopped early (orphans are KILLED without it)
 EXPERIMENT_NOTE = """X-STILTs scale-vs-quality sweep: does more English intermediate-task data keep paying off for
 zero-shot cross-lingual transfer, or does a small multilingual set beat it?
@@ -64,64 +65,82 @@ def cell_label(cell_id: str) -> str:
     return "baseline" if cell.size == 0 else f"{cell.source}:{cell.quality}:{cell.size}"
 
 
-def first_error_lines(text: str, limit: int = 2) -> str:
-    """The exception line of a trial's latest failure in Tune's error.txt, and its cause when Ray Train wrapped it."""
-    latest = re.split(r"(?m)^Failure # \d+.*$", text or "")[-1]
-    lines = [line.rstrip() for line in latest.splitlines()]
-    exception = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*")
-    found = [i for i, line in enumerate(lines) if exception.match(line)]
-    if not found:
-        return next((line.strip() for line in lines if line.strip()), "unknown error")[:300]
-    picked = [lines[found[0]]]
-    snippet = next((i for i in range(found[0], len(lines)) if lines[i].endswith("Error Snippet]:")), None)
-    if snippet is not None:   # Ray Train: the worker's own exception, else the snippet's first line
-        inner = [i for i in found if i > snippet]
-        cause = lines[inner[-1]] if inner else next((x for x in lines[snippet + 1:] if x.strip()), "")
-        picked.append(cause.strip())
-    return "\n".join(line[:300] for line in picked[:limit])
-
-
 def artifact_location(tracking_uri: str, experiment_dir: Path) -> str | None:
     """Artifacts beside the results when the store is local; a tracking server keeps its own default."""
     local = not tracking_uri.startswith(("http://", "https://", "databricks"))
     return (Path(experiment_dir) / "mlartifacts").as_uri() if local else None
 
 
-def _trial_index(trial) -> str:
-    tag = getattr(trial, "experiment_tag", "") or ""
-    return tag.split("_", 1)[0] if tag[:1].isdigit() else trial.trial_id
+# One buffered client per (tracking URI, experiment) in this process, shared by the driver's trackers (run_sweep's
+# and each stage's TrackingCallback's): they write through one journal, whose folder only a callback knows (an http
+# tracking URI says nothing about the storage path), in one order. With it, the experiment and parent run ids the
+# last tracker found, so that a tracker opened while MLflow is unreachable (a stage starting in an outage) can write.
+_SWEEP_CLIENTS: dict[tuple[str, str], BufferedClient] = {}
+_SWEEP_IDS: dict[tuple[str, str], tuple[str, str]] = {}
 
 
 class SweepTracker:
-    """The sweep's MLflow experiment and parent run; one child run per (stage, trial)."""
+    """The sweep's MLflow experiment and parent run; one child run per (stage, trial).
 
-    def __init__(self, tracking_uri: str, experiment: str, preset: str, artifact_location: str | None = None):
+    Writes go through a `BufferedClient` (sweeps/mlflow_journal.py): while the tracking server is unreachable they
+    wait in STORAGE/EXPERIMENT/mlflow_pending.jsonl and are replayed, in order, at the first write (or read) after it
+    answers again, at the end of the sweep, or at the next start of the experiment (`--resume`). A trial run created
+    in an outage is created on replay. Reads the tracker can do without while MLflow is unreachable fall back: a
+    trial run's note is the one it was created with, the best objective is unknown, orphans are marked at the next
+    start, and the outcome is read from results.csv."""
+
+    def __init__(self, tracking_uri: str, experiment: str, preset: str, artifact_location: str | None = None,
+                 experiment_dir: Path | None = None):
         mlflow.set_tracking_uri(tracking_uri)
-        self.client = MlflowClient(tracking_uri)
-        self.tracking_uri = tracking_uri
+        sweep = (tracking_uri, experiment)
+        if sweep not in _SWEEP_CLIENTS:
+            _SWEEP_CLIENTS[sweep] = BufferedClient(tracking_uri, key_tag=TRIAL_KEY)
+        self.client = _SWEEP_CLIENTS[sweep]
+        if experiment_dir is not None:
+            self.client.journal = Path(experiment_dir) / JOURNAL_NAME
+        self.tracking_uri, self.preset, self.commit = tracking_uri, preset, git_commit()
+        self.notes: dict[str, str] = {}     # run id -> its note, for outcomes written while MLflow is unreachable
+        self.description = ""               # the parent run's, likewise
+        try:
+            self.experiment_id, self.parent_id = self._open(experiment, artifact_location)
+        except Exception as error:   # noqa: BLE001 - only an unreachable store with known ids is let through
+            if not unreachable(error) or sweep not in _SWEEP_IDS:
+                raise
+            self.experiment_id, self.parent_id = _SWEEP_IDS[sweep]
+        _SWEEP_IDS[sweep] = (self.experiment_id, self.parent_id)
+
+    def _open(self, experiment: str, artifact_location: str | None) -> tuple[str, str]:
+        """The experiment (made a model-training one) and the sweep's parent run, created when missing."""
         found = self.client.get_experiment_by_name(experiment)
         if found is None:
-            self.experiment_id = self.client.create_experiment(
+            experiment_id = self.client.create_experiment(
                 experiment, artifact_location=artifact_location,
                 tags={EXPERIMENT_KIND: MODEL_TRAINING, NOTE: EXPERIMENT_NOTE})
         else:
-            self.experiment_id = found.experiment_id
+            experiment_id = found.experiment_id
             if found.tags.get(EXPERIMENT_KIND) != MODEL_TRAINING:   # a sweep started by an older version
-                self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
-        self.preset, self.commit = preset, git_commit()
-        parents = self.client.search_runs([self.experiment_id], f"tags.`{ROLE}` = '{SWEEP_ROLE}'", max_results=1)
+                self.client.set_experiment_tag(experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
+        parents = self.client.search_runs([experiment_id], f"tags.`{ROLE}` = '{SWEEP_ROLE}'", max_results=1)
         if parents:
-            self.parent_id = parents[0].info.run_id
-        else:
-            self.parent_id = self.client.create_run(
-                self.experiment_id, run_name=f"sweep-{preset}",
-                tags={ROLE: SWEEP_ROLE, "xstilts.preset": preset, "xstilts.git_commit": self.commit}
-            ).info.run_id
+            return experiment_id, parents[0].info.run_id
+        return experiment_id, self.client.store.create_run(
+            experiment_id, run_name=f"sweep-{self.preset}",
+            tags={ROLE: SWEEP_ROLE, "xstilts.preset": self.preset, "xstilts.git_commit": self.commit}).info.run_id
+
+    def _read(self, read, fallback):
+        """read(), or fallback() while MLflow is unreachable."""
+        try:
+            return read()
+        except Exception as error:   # noqa: BLE001 - anything but unreachability is raised
+            if not unreachable(error):
+                raise
+            return fallback()
 
     # ------------------------------------------------------------------------------------------- the sweep
     def start(self, description: str, targets) -> None:
         """The parent run is running again (a resumed sweep), says what the sweep is, and the saved view exists."""
-        self.client.update_run(self.parent_id, status="RUNNING")
+        self.description = description
+        self.client.update_run(self.parent_id, "RUNNING")
         self.client.set_tag(self.parent_id, NOTE, description)
         self.update_view(targets)
 
@@ -151,23 +170,26 @@ class SweepTracker:
 
     def mark_orphans(self) -> int:
         """Runs still RUNNING once every Tune trial has ended belong to trials Tune never restored (the driver died
-        before saving them): KILLED. Returns how many."""
-        orphans = [run for run in self.trial_runs() if run.info.status == "RUNNING"]
+        before saving them): KILLED. Returns how many (0 while MLflow is unreachable: the next start marks them)."""
+        orphans = [run for run in self._read(self.trial_runs, list) if run.info.status == "RUNNING"]
         for run in orphans:
             self._note(run.info.run_id, "KILLED: its driver died before Tune saved the trial; a resumed sweep ran "
-                                        "the search on without it.")
+                                        "the search on without it.", run.data.tags.get(NOTE, ""))
             self.client.set_terminated(run.info.run_id, "KILLED")
         return len(orphans)
 
     def outcome(self) -> dict:
-        """Trials by status, the failed ones with their first error lines, and the test-score languages."""
-        runs = self.trial_runs()
+        """Trials by status, the failed ones with their first error lines, and the test-score languages (from
+        results.csv while MLflow is unreachable: the trials ASHA stopped early are not counted then)."""
+        runs = self._read(self.trial_runs, lambda: None)
+        if runs is None:
+            return self._outcome_from_results()
         counts = {status: 0 for status in ("FINISHED", "FAILED", "KILLED", "RUNNING")}
         failures, languages = [], {}
         for run in runs:
             counts[run.info.status] = counts.get(run.info.status, 0) + 1
             if run.info.status == "FAILED":
-                failures.append({"name": run.info.run_name, "trial": run.data.tags.get("xstilts.trial_key", ""),
+                failures.append({"name": run.info.run_name, "trial": run.data.tags.get(TRIAL_KEY, ""),
                                  "error": run.data.tags.get(ERROR_TAG, "unknown error")})
             for key in run.data.metrics:
                 pair = parse_metric_key(key, TEST_PREFIX)
@@ -176,45 +198,82 @@ class SweepTracker:
         return {"trials": len(runs), "counts": counts, "failures": sorted(failures, key=lambda f: f["trial"]),
                 "languages": languages, "early_stopping": early_stopping_savings(runs)}
 
+    def _outcome_from_results(self) -> dict:
+        results = self.client.journal.parent / "results.csv" if self.client.journal else None
+        rows = ResultsTable(results).rows if results and results.exists() else []
+        print(f"MLflow at {self.tracking_uri} unreachable: the sweep's outcome is read from {results} (trials "
+              "stopped early by ASHA are not counted)", file=sys.stderr, flush=True)
+        trials: dict[str, list[dict]] = {}
+        for row in rows:
+            trials.setdefault(f"{row['stage']}:{row['trial_id']}", []).append(row)
+        counts = {"FINISHED": 0, "FAILED": 0, "KILLED": 0, "RUNNING": 0}
+        failures, languages = [], {}
+        for key, mine in trials.items():
+            scored = [row for row in mine if _finite(row["score"])]
+            counts["FINISHED" if scored else "FAILED"] += 1
+            for row in scored:
+                languages.setdefault(row["target_task"], set()).add(row["language"])
+            if not scored:
+                row = mine[0]
+                label = "baseline" if int(row["size"]) == 0 else f"{row['source']}:{row['quality']}:{row['size']}"
+                failures.append({"name": f"{label} s{row['seed']} {row['stage']}", "trial": key,
+                                 "error": "(its error is in MLflow's pending writes and in Tune's error.txt)"})
+        return {"trials": len(trials), "counts": counts, "failures": sorted(failures, key=lambda f: f["trial"]),
+                "languages": languages, "early_stopping": early_stopping_savings([])}
+
     def close(self, status: str, summary: str, tags: dict | None = None) -> None:
-        description = self.client.get_run(self.parent_id).data.tags.get(NOTE, "").split("\n\n## Outcome")[0]
+        """The parent run's outcome and status. If MLflow cannot take them now, they wait in the journal with every
+        other pending write, and a line on stderr says how many and how they get there."""
+        note = self._read(lambda: self.client.get_run(self.parent_id).data.tags.get(NOTE, ""),
+                          lambda: self.description)
+        description = note.split("\n\n## Outcome")[0]
         self.client.set_tag(self.parent_id, NOTE, _fit(f"{description}\n\n## Outcome\n\n{summary}"))
         for name, value in (tags or {}).items():
             self.client.set_tag(self.parent_id, name, value)
         self.client.set_terminated(self.parent_id, status)
+        if not self.client.flush():
+            print(f"MLflow at {self.tracking_uri} is still unreachable: {len(self.client.pending())} write(s) wait "
+                  f"in {self.client.journal}; the next start of this sweep (its command with --resume) replays "
+                  "them, nothing else is needed", file=sys.stderr, flush=True)
 
     def best_objective(self) -> tuple[float, str] | None:
-        runs = self.client.search_runs([self.experiment_id], f"tags.`{ROLE}` = '{TRIAL_ROLE}' and "
-                                       "attributes.status = 'FINISHED'",
-                                       order_by=[f"metrics.{OBJECTIVE} DESC"], max_results=1)
+        runs = self._read(lambda: self.client.search_runs(
+            [self.experiment_id], f"tags.`{ROLE}` = '{TRIAL_ROLE}' and attributes.status = 'FINISHED'",
+            order_by=[f"metrics.{OBJECTIVE} DESC"], max_results=1), list)
         if not runs or OBJECTIVE not in runs[0].data.metrics:
             return None
         return runs[0].data.metrics[OBJECTIVE], runs[0].info.run_name
 
     # ------------------------------------------------------------------------------------------- the trials
     def child_run(self, stage: str, trial_id: str, config: dict, index: str = "") -> str:
-        """The trial's run, created once; found again when a resumed sweep restarts the trial (then RUNNING)."""
+        """The trial's run, created once; found again when a resumed sweep restarts the trial (then RUNNING).
+        While MLflow is unreachable: a placeholder id, and the run is found or created on replay."""
         key = f"{stage}:{trial_id}"
-        found = self.client.search_runs([self.experiment_id], f"tags.`xstilts.trial_key` = '{key}'",
-                                        max_results=1)
+        found = self._read(lambda: self.client.search_runs([self.experiment_id], f"tags.`{TRIAL_KEY}` = '{key}'",
+                                                           max_results=1), lambda: None)
         if found:
             run = found[0]
             if run.info.status != "RUNNING":
-                self.client.update_run(run.info.run_id, status="RUNNING")
+                self.client.update_run(run.info.run_id, "RUNNING")
             if ERROR_TAG in run.data.tags:
                 self.client.delete_tag(run.info.run_id, ERROR_TAG)
+            self.notes[run.info.run_id] = run.data.tags.get(NOTE, "")
             return run.info.run_id
         cell = DataCell.from_id(config["cell"])
         name = f"{cell_label(config['cell'])} s{config['seed']} {stage} #{index or trial_id}"
-        run = self.client.create_run(self.experiment_id, run_name=name, tags={
-            "mlflow.parentRunId": self.parent_id, ROLE: TRIAL_ROLE, "xstilts.trial_key": key,
-            "xstilts.stage": stage, "xstilts.preset": self.preset, "xstilts.git_commit": self.commit,
-            NOTE: _trial_note(stage, trial_id, config)})
+        note = _trial_note(stage, trial_id, config)
+        run_id = self.client.create_run(self.experiment_id, name, {
+            "mlflow.parentRunId": self.parent_id, ROLE: TRIAL_ROLE, TRIAL_KEY: key,
+            "xstilts.stage": stage, "xstilts.preset": self.preset, "xstilts.git_commit": self.commit, NOTE: note})
+        if found is None:   # unknown whether a run of this trial exists (a resumed one): as if it did
+            self.client.update_run(run_id, "RUNNING")
+            self.client.delete_tag(run_id, ERROR_TAG)
         params = TrialConfig.from_dict(config).marked(PARAM)
         params.update(source=cell.source, quality=cell.quality, size=cell.size, intermediate_task=cell.task,
                       stage=stage, trial_id=trial_id, targets=",".join(config["targets"]))
-        self.client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in params.items()])
-        return run.info.run_id
+        self.client.log_batch(run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in params.items()])
+        self.notes[run_id] = note
+        return run_id
 
     def log_step(self, run_id: str, metrics: dict, final: bool = False) -> None:
         step = int(metrics.get("global_step", 0))
@@ -222,7 +281,10 @@ class SweepTracker:
                                                                    if final else ())
         values = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
                   and (k in ("loss", "lr", OBJECTIVE) or k.startswith(prefixes))}
-        stamp = int(time.time() * 1000)
+        self._log_metrics(run_id, values, step)
+
+    def _log_metrics(self, run_id: str, values: dict, step: int) -> None:
+        stamp = int(time.time() * 1000)   # kept in the journal too: a point replayed twice is one point
         finite = [mlflow.entities.Metric(k, v, stamp, step) for k, v in values.items() if math.isfinite(v)]
         for start in range(0, len(finite), 1000):   # log_batch takes at most 1000 metrics
             self.client.log_batch(run_id, metrics=finite[start:start + 1000])
@@ -231,10 +293,9 @@ class SweepTracker:
                error: str = "") -> None:
         final = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         self.log_step(run_id, final, final=True)
-        for name in ("phase2_cache_hit", "peak_rss_mb", "time_total_s", "resumed_from_step", "global_step",
-                     "targets_evaluated"):
-            if name in final and math.isfinite(final[name]):
-                self.client.log_metric(run_id, name, float(final[name]))
+        self._log_metrics(run_id, {name: float(final[name]) for name in (
+            "phase2_cache_hit", "peak_rss_mb", "time_total_s", "resumed_from_step", "global_step",
+            "targets_evaluated") if name in final}, step=0)
         for target, metric in metric_names.items():
             self.client.set_tag(run_id, f"metric.{target}", metric)
         if error:
@@ -246,9 +307,19 @@ class SweepTracker:
         self.client.log_dict(run_id, final, "final_evaluation.json")
         self.client.set_terminated(run_id, status)
 
-    def _note(self, run_id: str, outcome: str) -> None:
-        note = self.client.get_run(run_id).data.tags.get(NOTE, "").split("\n\n**Outcome**")[0]
+    def _note(self, run_id: str, outcome: str, note: str | None = None) -> None:
+        if note is None:
+            note = self._read(lambda: self.client.get_run(run_id).data.tags.get(NOTE, ""),
+                              lambda: self.notes.get(run_id, ""))
+        note = note.split("\n\n**Outcome**")[0]
         self.client.set_tag(run_id, NOTE, _fit(f"{note}\n\n**Outcome**: {outcome}"))
+
+
+def _finite(text) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except (TypeError, ValueError):
+        return False
 
 
 def early_stopping_savings(runs) -> dict:
@@ -304,81 +375,6 @@ def _outcome_line(status: str, metrics: dict, config: dict, error: str) -> str:
     scores = ", ".join(f"{target} {metrics[f'{TEST_PREFIX}.{target}.avg']:.1f}" for target in config["targets"]
                        if f"{TEST_PREFIX}.{target}.avg" in metrics)
     return f"finished: objective {metrics.get(OBJECTIVE, math.nan):.1f}; test avg {scores or 'n/a'}."
-
-
-class TrackingCallback(Callback):
-    """Tune callback: MLflow runs and results rows as trials report and end, plus one progress line.
-
-    Only plain settings are kept between runs (Tune pickles callbacks with the experiment); the MLflow client
-    and the results table are opened in `setup`, which a resumed sweep calls again."""
-
-    def __init__(self, tracking_uri: str, experiment: str, preset: str, results_path: Path, stage: str,
-                 metric_names: dict, cells: list[str]):
-        self.settings = dict(tracking_uri=tracking_uri, experiment=experiment, preset=preset,
-                             artifact_location=artifact_location(tracking_uri, results_path.parent))
-        self.results_path, self.stage, self.metric_names, self.cells = results_path, stage, metric_names, cells
-
-    def setup(self, **info):
-        self.tracker = SweepTracker(**self.settings)
-        self.table = ResultsTable(self.results_path)
-        finished = self.table.finished_cells
-        self.done_cells = {cell for cell in self.cells if _key_of(cell) in finished}
-        self.runs: dict[str, str] = {}
-        self.best = self.tracker.best_objective()
-
-    def __getstate__(self):
-        keep = ("settings", "results_path", "stage", "metric_names", "cells")
-        return {name: value for name, value in self.__dict__.items() if name in keep}
-
-    def _run(self, trial) -> str:
-        if trial.trial_id not in self.runs:
-            self.runs[trial.trial_id] = self.tracker.child_run(self.stage, trial.trial_id, trial.config,
-                                                               _trial_index(trial))
-        return self.runs[trial.trial_id]
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        self.tracker.log_step(self._run(trial), result)
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self._finish(trial, trial.last_result or {}, error="")
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self._finish(trial, trial.last_result or {}, error=first_error_lines(_error_text(trial)))
-
-    def _finish(self, trial, metrics: dict, error: str) -> None:
-        complete = metrics.get("trial_complete") == 1 and not error
-        status = "FINISHED" if complete else "FAILED" if error else "KILLED"
-        run_id = self._run(trial)
-        self.tracker.finish(run_id, trial.config, metrics, self.metric_names, status, error)
-        if status != "KILLED":   # a trial ASHA stopped early is no data point, and no failure
-            self.table.record(result_rows(trial.trial_id, self.stage, trial.config, metrics if complete else {},
-                                          self.metric_names))
-        label = f"{cell_label(trial.config['cell'])} s{trial.config['seed']}"
-        if complete:
-            self.done_cells.add(trial.config["cell"])
-            objective = metrics.get(OBJECTIVE, math.nan)
-            if math.isfinite(objective) and (self.best is None or objective > self.best[0]):
-                self.best = (objective, label)
-        best = f"{self.best[0]:.1f} ({self.best[1]})" if self.best else "n/a"
-        what = {"FINISHED": "finished", "FAILED": "FAILED", "KILLED": "stopped early"}[status]
-        print(f"[{self.stage}] cells done {len(self.done_cells)}/{len(self.cells)} | trial {trial.trial_id} "
-              f"({label}) {what} | best objective so far {best}", file=sys.stderr, flush=True)
-        if error:
-            print(f"[{self.stage}]   {error.splitlines()[0]}", file=sys.stderr, flush=True)
-
-
-def _error_text(trial) -> str:
-    """Tune's error.txt of the trial: in the driver's staging folder when the error has just happened (it reaches
-    the experiment's storage at the next sync), else in storage."""
-    local = trial.error_file if trial.storage is not None else None
-    if local and Path(local).is_file():
-        return Path(local).read_text(errors="replace")
-    return trial.get_error() or ""
-
-
-def _key_of(cell: str) -> tuple[str, str, int]:
-    parsed = DataCell.from_id(cell)
-    return cell_key(parsed.source, parsed.quality, parsed.size)
 
 
 def save_json(path: Path, payload: dict) -> None:

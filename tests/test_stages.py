@@ -15,7 +15,8 @@ from search_spaces.hyperparameters import default_point
 from search_spaces.presets import PRESETS
 from sweeps.stages import (EXIT_ANALYSIS_FAILED, EXIT_TRIALS_FAILED, SweepOptunaSearch, finish_sweep, largest_first,
                            optuna_space, record_reruns, replicate_configs)
-from sweeps.tracking import NOTE, TrackingCallback
+from sweeps.tracking import NOTE
+from sweeps.tracking_callback import TrackingCallback
 
 SMOKE = PRESETS["smoke"]
 CELLS = [cell.cell_id for cell in SMOKE.cells()]
