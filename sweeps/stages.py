@@ -150,7 +150,7 @@ def run_sweep(preset: Preset, plan: dict, *, experiment: str, experiment_dir: Pa
     state.update(preset=preset.name, plan={k: v for k, v in plan.items() if k != "cells"})
     save_json(state_path, state)
 
-    # With the experiment folder, the tracker finds its MLflow journal: writes left pending by the last run replay first.
+    # With the experiment folder the tracker finds its MLflow journal: writes the last run left pending replay first.
     tracker = SweepTracker(tracking_uri, experiment, preset.name, artifact_location(tracking_uri, experiment_dir),
                            experiment_dir=experiment_dir)
     tracker.start(sweep_note(preset, plan, experiment_dir, resume_command), preset.targets)
