@@ -19,7 +19,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from test_sweep import (SWEEP, check_one_record, finished_trials, reap_ray,  # noqa: F401 - reap_ray: a fixture
                         rows, scored, sweep)
-from test_tracking import MlflowServer, fill
+from test_tracking_faults import MlflowServer, fill, mounted_tmpfs
 
 ENV = {**os.environ, "RAY_DEDUP_LOGS": "0"}
 
@@ -114,15 +114,8 @@ def test_the_tracking_server_dies_mid_sweep_and_comes_back(tmp_path):
 
 @pytest.fixture
 def tmpfs(tmp_path):
-    """A 512 MiB tmpfs (a smoke sweep with English sizes 0,32 needs ~250 MB), unmounted afterwards."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512m", "tmpfs", str(disk)], capture_output=True,
-                          text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
-    yield disk
-    subprocess.run(["umount", "-l", str(disk)], check=True)
+    """A 512 MiB tmpfs (a smoke sweep with English sizes 0,32 needs ~250 MB)."""
+    yield from mounted_tmpfs(tmp_path, "512m")
 
 
 @pytest.mark.slow

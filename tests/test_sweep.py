@@ -72,6 +72,11 @@ def reap_ray(monkeypatch):
     marker = f"XSTILTS_TEST_RUN={secrets.token_hex(8)}".encode()
     monkeypatch.setenv(*marker.decode().split("="))
     yield
+    reap(marker)
+
+
+def reap(marker: bytes) -> None:
+    """Kill the processes that carry `marker` in their environment (what is left of a sweep's local Ray runtime)."""
     for proc in Path("/proc").iterdir():
         try:
             if proc.name.isdigit() and marker in (proc / "environ").read_bytes().split(b"\0"):

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from test_sweep import reap
 
 pytestmark = pytest.mark.slow
 
@@ -98,16 +99,6 @@ def server(command: list[str], ready_url: str, log_path: Path, deadline_s: float
             yield proc
         finally:
             stop(proc)
-
-
-def reap(marker: bytes) -> None:
-    """Kill what is left of the local Ray runtime the sweep started: the processes that carry its marker."""
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and marker in (proc / "environ").read_bytes().split(b"\0"):
-                os.kill(int(proc.name), signal.SIGKILL)
-        except (OSError, ProcessLookupError):
-            pass
 
 
 def console_script(name: str) -> str:

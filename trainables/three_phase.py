@@ -53,6 +53,7 @@ from trainables.subsets import select_examples
 from trainables.tasks import get_task, load_examples
 from trainables.formats import TaskModel, format_of
 from trainables.trial_config import TrialConfig
+from trainables.training import rank0_value
 
 STATE_FILE = "trial_state.pt"
 STATE_DIGEST = "trial_state.sha256"
@@ -129,7 +130,7 @@ def trial_loop(config: dict) -> None:
                             / "phase2_cache")
         key = phase2_key(trial)
         cached = cache.load(key) if resume.get("stage") != "intermediate" else None
-        cached = _agree(cached is not None) and cached
+        cached = rank0_value(cached is not None) and cached
         if cached:
             encoder.load_state_dict(cached[0], strict=False)
             if progress["phase2_cache_hit"] is None:   # decided once; a resumed trial keeps its first answer
@@ -224,15 +225,6 @@ def _eval_sets(task, split: str, trial: TrialConfig) -> dict[str, list]:
     if split == "validation" and trial.max_validation_examples is not None:
         cap = trial.max_validation_examples
     return {lang: _first_n(load_examples(task.name, split, lang), cap) for lang in languages}
-
-
-def _agree(value):
-    """The same decision on every worker (rank 0's), so DDP workers never take different branches."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        box = [value]
-        torch.distributed.broadcast_object_list(box, src=0)
-        return box[0]
-    return value
 
 
 # ------------------------------------------------------------------------------------ reporting and resume

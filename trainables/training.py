@@ -143,7 +143,7 @@ def train(model: TaskModel, features: Features, cfg: TrainConfig, *, device,
     branch_at = decay_start(total_steps, cfg.decay_fraction) if wsd else total_steps
     if wsd and trunk is not None and resume_state is None:
         resume_state = trunk.latest(branch_at)
-        agreed = _same_on_every_rank(resume_state and resume_state["step"])
+        agreed = rank0_value(resume_state and resume_state["step"])
         if (resume_state and resume_state["step"]) != agreed:   # another worker sees other snapshots: rank 0's
             resume_state = trunk.latest(agreed) if agreed else None
             if agreed and (resume_state is None or resume_state["step"] != agreed):
@@ -222,8 +222,9 @@ def train(model: TaskModel, features: Features, cfg: TrainConfig, *, device,
     return TrainResult(steps=total_steps, global_step=step_offset + total_steps, losses=losses, resumed_at=start_step)
 
 
-def _same_on_every_rank(value):
-    """Rank 0's value on every worker, so DDP workers resume from the same trunk snapshot."""
+def rank0_value(value):
+    """Rank 0's value on every worker (itself when not distributed), so DDP workers take the same branches: the same
+    trunk snapshot here, the same phase-2 cache decision in trainables/three_phase.py."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         box = [value]
         torch.distributed.broadcast_object_list(box, src=0)
