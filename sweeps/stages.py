@@ -31,6 +31,7 @@ from sweeps.tracking import SweepTracker, artifact_location, cell_label, save_js
 from sweeps.tracking_callback import TrackingCallback
 from trainables.tasks import get_task
 from trainables.three_phase import run_trial
+from trainables.trial_config import TrialConfig
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)   # its INFO lines ("A new study created ...") are noise here
 # Save Tune's experiment state at least every second, so a finished trial is known as finished after a crash.
@@ -136,9 +137,13 @@ def _tuner(name: str, experiment_dir: Path, resume: bool, callbacks: list, param
     path = experiment_dir / "tune" / name
     if resume and tune.Tuner.can_restore(str(path)):
         return tune.Tuner.restore(str(path), TRAINABLE, resume_unfinished=True, resume_errored=True)
+    # Ray Train restarts a trial's lost workers itself; a trial whose own actor was lost with its node runs once
+    # more, and its Train run (same name) goes on from its last checkpoint. Not more: a bug would rerun each time.
+    retries = min(1, param_space.get("max_failures", TrialConfig.max_failures))
     return tune.Tuner(TRAINABLE, param_space=param_space, tune_config=make_tune_config(),
                       run_config=tune.RunConfig(name=name, storage_path=str(experiment_dir / "tune"), verbose=0,
-                                                callbacks=callbacks))
+                                                callbacks=callbacks,
+                                                failure_config=tune.FailureConfig(max_failures=retries)))
 
 
 def run_sweep(preset: Preset, plan: dict, *, experiment: str, experiment_dir: Path, tracking_uri: str,
@@ -214,6 +219,10 @@ def finish_sweep(outcome: dict, analysis: tuple[int, str] | None) -> tuple[int, 
              f"{counts['FAILED']} failed, {counts['KILLED']} stopped early (ASHA)"
              + (f" or orphaned by a dead driver ({outcome['orphans']})" if outcome["orphans"] else "")
              + f"; results: {outcome['results']}"]
+    trained, alone = outcome.get("phase2_passes", (0, 0))
+    if alone:
+        lines.append(f"phase 2 trained {trained:,.0f} example-passes ({alone:,.0f} with every size trained alone: "
+                     f"{trained / alone:.2f})")
     if outcome.get("early_stopping", {}).get("stopped"):
         lines.append(early_stopping_line(outcome["early_stopping"]))
     if outcome["failures"]:

@@ -54,6 +54,7 @@ class TrialConfig:
     storage_path: str | None = None                              # trainer runs and checkpoints (sweep's storage)
     cache_dir: str | None = None                                 # phase-2 cache; None: <storage_path>/phase2_cache
     fail_at_step: int | None = None                              # fault injection: rank 0 dies once at this step
+    pause_at_step: int | None = None                             # fault injection: rank 0 waits once at this step
     # Shared ladders (trainables/ladder.py): phase 2 as warmup-stable-decay over one epoch in the subset's order, a
     # size starting from the trunk snapshot a larger size left at its decay start. `separate`: each size from
     # scratch (linear schedule, shuffled). A shared ladder needs epochs_intermediate == 1, else it runs separate.
