@@ -152,6 +152,10 @@ class BufferedClient:
               f"{self.journal}", file=sys.stderr, flush=True)
         return True
 
+    def caught_up(self) -> bool:
+        """Whether the store has every write (after a last replay) and answers: what reading it back needs."""
+        return self.flush() and self._answers()
+
     def _write(self, op: str, *args):
         if self.pending() and not self.flush():
             self._append({"n": self._next_number(), "op": op, "args": list(args)})

@@ -117,6 +117,7 @@ def test_an_mlflow_outage_loses_nothing(server, tmp_path, capfd, monkeypatch):
     assert [f["trial"] for f in outcome["failures"]] == ["search:d2"]
     assert outcome["languages"] == {"genre": {"en", "fr", "avg"}, "retrieval": {"fr", "avg"}}
     sweep.close("FAILED", "the outcome")
+    assert not sweep.client.caught_up()   # so the sweep's analysis reads results.csv (test below)
     took = time.time() - began
     assert took < 60, f"the outage cost the sweep {took:.0f} s"   # MLflow's default retries: minutes per call
 
@@ -134,7 +135,7 @@ def test_an_mlflow_outage_loses_nothing(server, tmp_path, capfd, monkeypatch):
     server.start()
     late = trial("a1", CONFIG, "4_c")   # the first write after the server is back replays the journal first
     made.on_trial_result(0, [], late, {"loss": 1.0, "global_step": 2})
-    assert not journal.exists()
+    assert not journal.exists() and sweep.client.caught_up()
     assert f"MLflow at {server.uri} answers again: replayed {len(ops)} buffered write(s)" in capfd.readouterr().err
 
     def check():
@@ -302,3 +303,23 @@ def test_an_uncaught_full_disk_error_is_one_line(small_disk):
     other = subprocess.run([sys.executable, "-c", code.format(repo=str(REPO), path="/nonexistent/x")],
                            capture_output=True, text=True, timeout=120)
     assert other.returncode == 1 and "Traceback" in other.stderr and "FileNotFoundError" in other.stderr
+
+
+def test_the_analysis_reads_results_csv_while_mlflow_is_away(tmp_path, monkeypatch):
+    """A sweep that ends while its tracking server is away analyses results.csv (every row is there) instead of
+    failing on MLflow (exit 3); read from MLflow, the same analysis fails while the server is away."""
+    from test_analysis_cli import smoke_table
+
+    from sweeps.scale_vs_quality import run_analysis
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    experiment_dir = tmp_path / "away"
+    experiment_dir.mkdir()
+    smoke_table(experiment_dir / "results.csv")
+    away = f"http://127.0.0.1:{free_port()}"
+    code, command = run_analysis(experiment_dir, "away", away, mlflow_behind=True)
+    assert code == 0 and "--results" in command
+    assert "english" in (experiment_dir / "analysis" / "report.md").read_text()
+    code, command = run_analysis(experiment_dir, "away", away)
+    assert code != 0 and "--tracking-uri" in command
