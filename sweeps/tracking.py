@@ -195,8 +195,10 @@ class SweepTracker:
                 pair = parse_metric_key(key, TEST_PREFIX)
                 if pair:
                     languages.setdefault(pair[0], set()).add(pair[1])
+        passes = [sum(run.data.metrics.get(name, 0.0) for run in runs)
+                  for name in ("phase2_example_passes", "phase2_example_passes_alone")]
         return {"trials": len(runs), "counts": counts, "failures": sorted(failures, key=lambda f: f["trial"]),
-                "languages": languages, "early_stopping": early_stopping_savings(runs)}
+                "languages": languages, "early_stopping": early_stopping_savings(runs), "phase2_passes": passes}
 
     def _outcome_from_results(self) -> dict:
         results = self.client.journal.parent / "results.csv" if self.client.journal else None
@@ -295,7 +297,7 @@ class SweepTracker:
         self.log_step(run_id, final, final=True)
         self._log_metrics(run_id, {name: float(final[name]) for name in (
             "phase2_cache_hit", "peak_rss_mb", "time_total_s", "resumed_from_step", "global_step",
-            "targets_evaluated") if name in final}, step=0)
+            "targets_evaluated", "phase2_example_passes", "phase2_example_passes_alone") if name in final}, step=0)
         for target, metric in metric_names.items():
             self.client.set_tag(run_id, f"metric.{target}", metric)
         if error:

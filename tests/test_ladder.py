@@ -1,9 +1,15 @@
-"""Shared size ladders on the smoke encoder (no Ray): the WSD schedule, trunk snapshots and their exactness."""
+"""Shared size ladders on the smoke encoder: the WSD schedule, trunk snapshots and their exactness (no Ray), then
+trials through Ray, and a killed sweep resumed (slow)."""
 from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import random
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -150,3 +156,45 @@ def test_trials_of_a_shared_ladder_through_ray(tmp_path):
     assert sorted(trunk_steps) == [0, 0, 3]        # 32 examples / batch 8 = 4 steps, decay from step 3
     scores = [{k: v for k, v in metrics.items() if k.startswith("score.")} for metrics in finals]
     assert scores[1] == scores[2] and finals[1]["global_step"] == finals[2]["global_step"] == 4
+    # example passes trained against those of the size alone: 96 in full, then 32 from step 3 of batches of 8
+    assert [(f["phase2_example_passes"], f["phase2_example_passes_alone"]) for f in finals] == [
+        (96, 96), (8, 32), (32, 32)]
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_resumed_starts_the_smaller_sizes_from_the_snapshots_it_had_made(tmp_path, monkeypatch):
+    """The smoke ladder 32 < 96 at one trial at a time: the driver is killed while the first 96 trial is in phase 3
+    (it waits at step 8, `pause_at_step`, which only the 96 trials reach), after its trunk left the snapshot for 32;
+    the resumed sweep's 32 trial of that ladder starts from that snapshot."""
+    from tests.test_sweep import DRIVER, REPO, reap, sweep_with
+    from trainables.phase2_cache import Phase2Cache
+
+    marker = f"XSTILTS_TEST_RUN=ladder-{os.getpid()}"
+    monkeypatch.setenv(*marker.split("="))
+    experiment_dir = tmp_path / "ladder"
+    args = ["--preset", "smoke", "--english-sizes", "0,32,96", "--seeds", "1", "--max-concurrent", "1",
+            "--storage-path", str(tmp_path), "--experiment", "ladder", "--no-analysis"]
+    try:
+        driver = subprocess.Popen([sys.executable, "-c", DRIVER % {"pause_at_step": 8}, *args], cwd=REPO,
+                                  env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, start_new_session=True)
+        paused = experiment_dir / "paused-english:en_paraphrase:random:96-8"
+        deadline = time.time() + 600
+        while not paused.exists() and time.time() < deadline and driver.poll() is None:
+            time.sleep(0.5)
+        assert paused.exists(), "the 96 trial never reached step 8"
+        snapshots = list((experiment_dir / "phase2_cache" / "trunks").rglob("*"))
+        os.killpg(driver.pid, signal.SIGKILL)     # the driver and the local Ray it started
+        driver.wait()
+        assert any(path.is_file() for path in snapshots), "no trunk snapshot before the kill"
+        (experiment_dir / "pause-released").touch()
+
+        resumed = sweep_with({"pause_at_step": 8}, *args, "--resume")
+        assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    finally:
+        reap(marker.encode())
+    cache = Phase2Cache(experiment_dir / "phase2_cache")
+    entries = {description["config"]["cell"]: description
+               for description in (cache.load(path.name)[1] for path in cache.root.iterdir() if path.name != "trunks")}
+    assert entries["english:en_paraphrase:random:32"]["trunk_step"] > 0, entries
+    assert entries["english:en_paraphrase:random:96"]["trunk_step"] == 0

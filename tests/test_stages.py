@@ -132,7 +132,8 @@ def outcome_of(store, tmp_path, experiment, trials):
         if error:
             made.on_trial_error(0, [], trial)
         else:
-            trial.update_last_result({"score.genre.avg": 50.0, "objective": 50.0, "trial_complete": 1})
+            trial.update_last_result({"score.genre.avg": 50.0, "objective": 50.0, "trial_complete": 1,
+                                      "phase2_example_passes": 40.0, "phase2_example_passes_alone": 64.0})
             made.on_trial_complete(0, [], trial)
     return {**made.tracker.outcome(), "orphans": 0, "tracker": made.tracker, "experiment": experiment,
             "results": tmp_path / f"{experiment}.csv", "resume_command": "python sweeps/scale_vs_quality.py --resume"}
@@ -159,6 +160,9 @@ def test_exit_status_and_summary(store, tmp_path, trials, analysis, code, status
     assert ("--resume" in summary) == bool(failed) and all(f"[search:{t}]" in summary for t in failed)
     analysis_failed = analysis is not None and analysis[0] != 0
     assert ("the analysis failed (exit 2); rerun it with: fit_curves.py" in summary) == analysis_failed
+    finished = len(trials) - len(failed)   # each trained 40 of the 64 example passes its size needs alone
+    assert (f"phase 2 trained {40 * finished} example-passes ({64 * finished} with every size trained alone: "
+            "0.62)" in summary) == bool(finished)
     parent = MlflowClient(store).get_run(outcome["tracker"].parent_id)
     assert parent.info.status == status and summary in parent.data.tags[NOTE]
     assert parent.data.tags["xstilts.trials_failed"] == str(len(failed))

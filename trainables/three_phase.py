@@ -154,6 +154,8 @@ def trial_loop(config: dict) -> None:
                       f"{trunk_step} of {result.steps}", file=sys.stderr, flush=True)
             progress["phase2_cache_hit"] = 0
             progress["global_step"] = result.global_step
+            alone = len(examples) * trial.epochs_intermediate   # what this size costs trained from scratch
+            progress["phase2_passes"] = (max(0, alone - trunk_step * reporter.examples_per_step), alone)
             _note_truncated(progress, "intermediate", result.notes)
             if rank == 0:
                 cache.store(key, trained_parameters(encoder), {"steps": result.global_step, "config": trial.as_dict(),
@@ -341,6 +343,8 @@ class _Reporter:
         metrics.update({f"{TRUNCATED_PREFIX}.{what}": n for what, n in p.get("truncated", {}).items()})
         if final:
             metrics["phase2_cache_hit"] = p["phase2_cache_hit"]
+            # phase-2 example passes this trial trained, and what its size alone would have (0, 0: a cache hit)
+            metrics["phase2_example_passes"], metrics["phase2_example_passes_alone"] = p.get("phase2_passes", (0, 0))
             metrics["resumed_from_step"] = -1 if p["resumed_from_step"] is None else p["resumed_from_step"]
             metrics["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             metrics["worker_node_id"] = ray.get_runtime_context().get_node_id()
@@ -349,11 +353,21 @@ class _Reporter:
         return metrics
 
     def _maybe_fail(self, global_step: int) -> None:
-        """Fault injection: rank 0 dies once (a marker file remembers) when it reaches `fail_at_step`."""
-        if self.trial.fail_at_step != global_step or self.rank != 0:
+        """Fault injection, once per cell (a marker file remembers): at `fail_at_step` rank 0 dies; at
+        `pause_at_step` rank 0 writes its node id into the marker and waits (up to 10 minutes) until a file named
+        `pause-released` appears in the storage folder, so that a test can kill the node under a running trial."""
+        if self.rank != 0 or global_step not in (self.trial.fail_at_step, self.trial.pause_at_step):
             return
-        marker = Path(self.trial.storage_path) / f"fault-injected-{self.trial.cell}-{global_step}"
-        if not marker.exists():
-            marker.parent.mkdir(parents=True, exist_ok=True)
+        storage = Path(self.trial.storage_path)
+        fail = global_step == self.trial.fail_at_step
+        marker = storage / f"{'fault-injected' if fail else 'paused'}-{self.trial.cell}-{global_step}"
+        if marker.exists():
+            return
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        if fail:
             marker.write_text("killed once\n")
             os._exit(1)
+        marker.write_text(ray.get_runtime_context().get_node_id())
+        deadline = time.monotonic() + 600
+        while not (storage / "pause-released").exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
