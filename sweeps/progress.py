@@ -73,12 +73,8 @@ def phase_state(trial, result: dict) -> dict:
     first, last = result.get("phase_first_step"), result.get("phase_last_step")
     if phase.startswith(TRAINING_PHASES) and first is not None and last is not None:
         state.update(step=int(result.get("global_step", first)) - int(first), steps=int(last) - int(first))
-        rate = result.get("examples_per_s", math.nan)
-        state["examples_per_s"] = rate
-        per_step = (trial.config.get("batch_size", 16) * trial.config.get("grad_accum_steps", 1)
-                    * trial.config.get("num_workers", 1))
-        if isinstance(rate, (int, float)) and rate > 0:
-            state["phase_left_s"] = (state["steps"] - state["step"]) * per_step / rate
+        state.update(examples_per_s=result.get("examples_per_s", math.nan),
+                     phase_left_s=result.get("phase_seconds_left", math.nan))
     return state
 
 

@@ -32,7 +32,8 @@ def progress(tmp_path):
 
 def test_a_trials_phase_step_rate_and_time_left():
     state = phase_state(trial("a"), {"phase": "intermediate", "global_step": 40, "phase_first_step": 0,
-                                     "phase_last_step": 125, "examples_per_s": 64.0})
+                                     "phase_last_step": 125, "examples_per_s": 64.0,
+                                     "phase_seconds_left": (125 - 40) * 32 / 64.0})
     assert state == {"label": "english:hard:4000 s1", "phase": "intermediate", "step": 40, "steps": 125,
                      "examples_per_s": 64.0, "phase_left_s": (125 - 40) * 32 / 64.0}
     target = phase_state(trial("a"), {"phase": "target:genre", "global_step": 130, "phase_first_step": 125,

@@ -83,6 +83,18 @@ def test_a_target_without_validation_is_reported_on_test_and_leaves_the_objectiv
     assert metrics["objective"] == 40.0 and metrics["score.genre.avg"] == 42.0
 
 
+def test_a_trial_reports_the_time_left_in_its_phase():
+    """The progress panel shows it as is (sweeps/progress.py): the trial knows its examples per step."""
+    from trainables.three_phase import _fresh_progress, _Reporter
+    from trainables.trial_config import TrialConfig
+
+    progress = {**_fresh_progress(), "global_step": 40, "phase_steps": (0, 125), "examples_per_s": 64.0}
+    metrics = _Reporter(TrialConfig(batch_size=32, grad_accum_steps=2), progress, rank=0).metrics()
+    assert metrics["phase_seconds_left"] == (125 - 40) * 64 / 64.0
+    progress["examples_per_s"] = math.nan   # no rate measured yet in this phase
+    assert math.isnan(_Reporter(TrialConfig(), progress, rank=0).metrics()["phase_seconds_left"])
+
+
 def test_a_damaged_trial_checkpoint_is_detected_and_the_trial_recomputed(tmp_path, capsys):
     """A checkpoint whose state file changed after it was written (sha256 beside it), or that does not load at
     all, restarts the trial from the beginning instead of failing on every retry."""

@@ -324,8 +324,11 @@ class _Reporter:
         p = self.progress
         metrics = {"global_step": p["global_step"], "phase": p["phase"]}
         if p.get("phase_steps"):   # where the phase being trained (or the last one trained) starts and ends
+            rate = p.get("examples_per_s", math.nan)
+            steps_left = p["phase_steps"][1] - p["global_step"]
             metrics.update(phase_first_step=p["phase_steps"][0], phase_last_step=p["phase_steps"][1],
-                           examples_per_s=p.get("examples_per_s", math.nan))
+                           examples_per_s=rate,
+                           phase_seconds_left=steps_left * self.examples_per_step / rate if rate > 0 else math.nan)
         if p.get("loss") is not None:
             metrics.update(loss=p["loss"], lr=p["lr"])
         for target, splits in p["scores"].items():
