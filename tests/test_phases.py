@@ -14,7 +14,7 @@ from trainables.formats import TaskModel, get_format
 from trainables.formats.base import collate
 from trainables.formats.retrieval import embed, retrieval_accuracy
 from trainables.phases import intermediate_phase, target_phase, zero_shot_evaluation
-from trainables.training import TrainConfig, train
+from trainables.training import TrainConfig, batch_order, train
 from trainables.types import (CHOICE, PAIR, RETRIEVAL, SINGLE, TARGET, ChoiceExample, PairExample,
                               RetrievalExample, Task, TextExample)
 
@@ -179,12 +179,30 @@ def test_same_config_same_metrics(tokenizer, make_encoder):
     assert runs[0] == runs[1]
 
 
-@pytest.mark.parametrize("resume_at", [2, 4])
-def test_interrupted_and_resumed_equals_uninterrupted(tokenizer, make_encoder, resume_at):
+def test_length_grouped_batches_hold_each_row_once_and_pad_less():
+    rng = random.Random(0)
+    lengths = [rng.randint(3, 60) for _ in range(1000)]
+    plain = batch_order(1000, 32, seed=5, epoch=0)
+    grouped = batch_order(1000, 32, seed=5, epoch=0, lengths=lengths, length_windows=8)
+    assert sorted(i for batch in grouped for i in batch) == list(range(1000)) and len(grouped) == len(plain)
+    assert grouped == batch_order(1000, 32, seed=5, epoch=0, lengths=lengths, length_windows=8)   # seeded
+    assert grouped != batch_order(1000, 32, seed=5, epoch=1, lengths=lengths, length_windows=8)   # per epoch
+
+    def padded(batches):
+        return sum(max(lengths[i] for i in batch) * len(batch) for batch in batches)
+    assert sum(lengths) / padded(plain) < 0.6 and sum(lengths) / padded(grouped) > 0.85
+    # each batch comes from one window of 8 batches of the shuffled order: the shuffle still mixes the epoch
+    position = {i: k for k, i in enumerate(i for batch in plain for i in batch)}
+    assert all(len({position[i] // (32 * 8) for i in batch}) == 1 for batch in grouped)
+    assert batch_order(1000, 32, seed=5, epoch=0, lengths=lengths, length_windows=0) == plain
+
+
+@pytest.mark.parametrize("resume_at, length_windows", [(2, 0), (4, 0), (2, 2)])
+def test_interrupted_and_resumed_equals_uninterrupted(tokenizer, make_encoder, resume_at, length_windows):
     examples = toy_examples(CHOICE, 10)
     # 10 examples in batches of 3 (a short last batch), 2 micro-batches a step, 2.5 epochs -> 5 steps, with warm-up.
     cfg = TrainConfig(lr=1e-3, epochs=2.5, batch_size=3, grad_accum_steps=2, warmup_ratio=0.4, checkpoint_every=2,
-                      max_length=32)
+                      max_length=32, length_windows=length_windows)
     checkpoints, saved = [], {}
 
     def on_checkpoint(state):  # the state holds live tensors: copy what is kept

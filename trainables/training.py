@@ -26,7 +26,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from trainables.dropout import use_cheap_dropout
 from trainables.errors import UserError
-from trainables.formats.base import Features, TaskModel, collate, split_batch
+from trainables.formats.base import Features, TaskModel, collate, row_length, split_batch
 from trainables.precision import autocast, resolve_precision
 from trainables.seeding import seed_from
 
@@ -52,6 +52,8 @@ class TrainConfig:
     warmup_steps: int = 0                  # wsd only: warm-up steps, the same for every size of a ladder
     decay_fraction: float = 0.2            # wsd only: share of the optimizer steps spent decaying
     shuffle: bool = True                   # False: every epoch takes the rows in their given order
+    length_windows: int = 0                # >0: shuffled rows are sorted by length within windows of this many
+                                           # batches and the batches shuffled (less padding); 0: plain batches
 
 
 @dataclass
@@ -95,15 +97,25 @@ def get_wsd_schedule(optimizer, warmup_steps: int, total_steps: int, decay_fract
     return LambdaLR(optimizer, factor)
 
 
-def batch_order(num_examples: int, batch_size: int, seed: int, epoch: int, shuffle: bool = True) -> list[list[int]]:
+def batch_order(num_examples: int, batch_size: int, seed: int, epoch: int, shuffle: bool = True,
+                lengths: list[int] | None = None, length_windows: int = 0) -> list[list[int]]:
     """The example indices of every batch of one epoch, shuffled by a generator seeded by (seed, epoch), or in
-    their given order."""
+    their given order. With `lengths` and `length_windows`, length-grouped as Hugging Face's LengthGroupedSampler
+    does: each window of that many batches of the shuffled order is sorted by length before it is cut into
+    batches, and the epoch's batches are then shuffled, so a batch pads to a length close to its own rows'."""
     if shuffle:
         generator = torch.Generator().manual_seed(seed_from(seed, "order", epoch))
         order = torch.randperm(num_examples, generator=generator).tolist()
     else:
         order = list(range(num_examples))
-    return [order[start:start + batch_size] for start in range(0, num_examples, batch_size)]
+    if not (shuffle and lengths is not None and length_windows > 0):
+        return [order[start:start + batch_size] for start in range(0, num_examples, batch_size)]
+    window = batch_size * length_windows
+    grouped = [index for start in range(0, num_examples, window)
+               for index in sorted(order[start:start + window], key=lambda i: -lengths[i])]
+    batches = [grouped[start:start + batch_size] for start in range(0, num_examples, batch_size)]
+    generator = torch.Generator().manual_seed(seed_from(seed, "batches", epoch))
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
 
 def training_state(model, optimizer, scheduler, step: int, total_steps: int, step_offset: int,
@@ -184,8 +196,10 @@ def train(model: TaskModel, features: Features, cfg: TrainConfig, *, device,
         scheduler.load_state_dict(resume_state["scheduler"])
         start_step, losses = resume_state["step"], list(resume_state["losses"])
 
-    epoch_batches = functools.lru_cache(maxsize=2)(functools.partial(batch_order, len(features), cfg.batch_size,
-                                                                     cfg.seed, shuffle=cfg.shuffle))
+    lengths = [row_length(row) for row in features.rows] if cfg.length_windows else None
+    epoch_batches = functools.lru_cache(maxsize=2)(functools.partial(
+        batch_order, len(features), cfg.batch_size, cfg.seed, shuffle=cfg.shuffle, lengths=lengths,
+        length_windows=cfg.length_windows))
     mixed_precision = autocast(device, resolve_precision(cfg.precision, device))
     net.train()
     for step in range(start_step, total_steps):

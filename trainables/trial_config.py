@@ -42,6 +42,8 @@ class TrialConfig:
     precision: str = field(default="auto", metadata=BOTH)       # auto (bf16 where native) | bf16 | fp32
     max_length: int = field(default=128, metadata=BOTH)         # cap on each task's own max_length
     target_train_size: int = field(default=1000, metadata=PARAM)  # English phase-3 examples per trained target
+    length_windows: int = field(default=0, metadata=PARAM)     # phase 3: length-grouped batches in windows of
+                                                                 # this many batches (training.batch_order); 0: off
     max_eval_examples: int = 200                                 # test examples per language (retrieval: candidates)
     max_validation_examples: int | None = None                   # validation examples per language; None: as test
     retrieval_layer: int = -1                                    # hidden layer pooled for retrieval (-1 = last)
@@ -109,7 +111,8 @@ class TrialConfig:
             grad_accum_steps=self.grad_accum_steps, warmup_ratio=self.warmup_ratio, weight_decay=self.weight_decay,
             max_grad_norm=self.max_grad_norm, max_length=min(task.max_length, self.max_length),
             freeze_word_embeddings=self.freeze_word_embeddings, seed=self.seed,
-            checkpoint_every=self.checkpoint_every, precision=self.precision)
+            checkpoint_every=self.checkpoint_every, precision=self.precision,
+            length_windows=self.length_windows if phase == "target" else 0)
 
 
 def trial_config_defaults() -> dict:

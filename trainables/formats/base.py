@@ -51,6 +51,12 @@ def _pad(sequences: list[list], length: int, value) -> list[list]:
     return [list(seq) + [value] * (length - len(seq)) for seq in sequences]
 
 
+def row_length(row: dict) -> int:
+    """The tokens a row pads to: its input ids, or its longest option's (multiple choice)."""
+    ids = row["input_ids"]
+    return max(map(len, ids)) if ids and isinstance(ids[0], list) else len(ids)
+
+
 def collate(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     """Pad the rows of one batch to its longest sequence (on the right): token ids with `pad_id`, masks and type
     ids with 0, token-level labels with IGNORE; scalar labels become one tensor. Rows of options (multiple choice)
