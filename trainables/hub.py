@@ -151,6 +151,7 @@ NLI_COLUMNS = {"text_a": "premise", "text_b": "hypothesis", "label": "label"}
 RETRIEVAL_COLUMNS = {"query": "target_sentence", "target": "source_sentence"}
 QA_COLUMNS = {"id": "id", "question": "question", "context": "context", "answers": "answers"}
 XNLI_LANGUAGES = "ar bg de el en es fr hi ru sw th tr ur vi zh"
+XNLI_SELECTION_PERCENT = 20   # of XNLI validation, held out for the xnli target's model selection
 PAWSX_LANGUAGES = "en de es fr ja ko zh"
 # XTREME's 36 Tatoeba languages: ISO 639-1 -> the ISO 639-3 code in the config name (zh is Mandarin, "cmn").
 TATOEBA_ISO3 = {
@@ -197,7 +198,11 @@ SOURCES: dict[str, HubSource] = {
         "nyu-mll/glue", {"en": "qqp"}, {"train": "train", "validation": "validation"},
         {"text_a": "question1", "text_b": "question2", "label": "label"}, _pair),
     "pawsx": HubSource("google-research-datasets/paws-x", _same(PAWSX_LANGUAGES), THREE_SPLITS, PAIR_COLUMNS, _pair),
-    "xnli": HubSource("facebook/xnli", _same(XNLI_LANGUAGES), THREE_SPLITS, NLI_COLUMNS, _pair),
+    # Validation is the first 20% of XNLI's validation split (trainables/hub_multilingual.py: the other 80% is the
+    # multilingual intermediate pool multi_xnli).
+    "xnli": HubSource("facebook/xnli", _same(XNLI_LANGUAGES),
+                      {"train": "train", "validation": f"validation[:{XNLI_SELECTION_PERCENT}%]", "test": "test"},
+                      NLI_COLUMNS, _pair),
     # XTREME puts the non-English side in source_sentence and English in target_sentence. Tatoeba has a single
     # hub split ("validation"), used by XTREME as the test set.
     "tatoeba": HubSource(
@@ -280,15 +285,16 @@ def _hub_unreachable_errors() -> tuple[type[BaseException], ...]:
 
 def _load_rows(hub_id: str, config: str, split: str):
     """The hub dataset `hub_id`/`config`, split `split` (a `datasets.Dataset`; "a+b" concatenates hub splits a and
-    b), from the hub or from fixtures."""
+    b; "validation[:20%]" is datasets' slice of a split), from the hub or from fixtures."""
     import datasets
 
     if "+" in split:
         return datasets.concatenate_datasets([_load_rows(hub_id, config, part) for part in split.split("+")])
     fixtures = os.environ.get(FIXTURES_ENV)
-    if fixtures:
-        path = _fixture_file(fixtures, hub_id, config, split)
-        return datasets.load_dataset(FIXTURE_BUILDERS[path.suffix], data_files={split: str(path)}, split=split)
+    if fixtures:   # a sliced split ("validation[:20%]") reads the file of its whole split
+        whole = split.split("[", 1)[0]
+        path = _fixture_file(fixtures, hub_id, config, whole)
+        return datasets.load_dataset(FIXTURE_BUILDERS[path.suffix], data_files={whole: str(path)}, split=split)
     try:
         return datasets.load_dataset(hub_id, config, split=split)
     except _hub_unreachable_errors() as err:
@@ -301,13 +307,14 @@ def _load_rows(hub_id: str, config: str, split: str):
                         f"update its SOURCES row in trainables/hub.py or point {FIXTURES_ENV} at local files") from err
 
 
-def load_examples(name: str, split: str, language: str) -> list:
-    """Examples of hub task `name` for one of our splits (train/validation/test) and ISO 639-1 language."""
+def load_examples(name: str, split: str, language: str, source: Optional[HubSource] = None) -> list:
+    """Examples of hub task `name` for one of our splits (train/validation/test) and ISO 639-1 language; `source`
+    is the task's HubSource when it is declared outside SOURCES (trainables/hub_multilingual.py)."""
     if name in UNAVAILABLE_REASONS:
         raise UserError(f"task '{name}' is unavailable: {UNAVAILABLE_REASONS[name]}; choose another task")
-    if name not in SOURCES:
+    if source is None and name not in SOURCES:
         raise UserError(f"unknown hub task '{name}'; valid: {', '.join(SOURCES)}")
-    source = SOURCES[name]
+    source = source or SOURCES[name]
     if split not in source.split_names:
         raise UserError(f"task '{name}' has no split '{split}'; valid: {', '.join(source.split_names)}")
     if split == "train" and source.train_from:
@@ -343,13 +350,15 @@ def load_examples(name: str, split: str, language: str) -> list:
 
 
 def _task(name: str, role: str, fmt: str, metric: str, max_length: int, description: str, num_labels: int = 0,
-          label_names: tuple[str, ...] = (), train_size: int = 0) -> Task:
-    source = SOURCES[name]
+          label_names: tuple[str, ...] = (), train_size: int = 0, source: Optional[HubSource] = None,
+          load: Optional[Callable[[str, str], list]] = None, train_language: str = "en") -> Task:
+    """A hub task's Task record; `source` and `load` for one declared outside SOURCES (trainables/hub_multilingual)."""
+    declared = source or SOURCES[name]
     return Task(
-        name=name, role=role, format=fmt, languages=tuple(source.configs), metric=metric,
-        num_labels=num_labels or len(label_names), load=partial(load_examples, name), splits=source.split_names,
-        source="hub", max_length=max_length, description=description, label_names=label_names,
-        train_size=train_size)
+        name=name, role=role, format=fmt, languages=tuple(declared.configs), metric=metric,
+        num_labels=num_labels or len(label_names), load=load or partial(load_examples, name),
+        splits=declared.split_names, train_language=train_language, source="hub", max_length=max_length,
+        description=description, label_names=label_names, train_size=train_size)
 
 
 SQUAD_TRAIN_SIZE = 87_599   # also the train split of the QA targets that train on SQuAD
@@ -365,7 +374,8 @@ HUB_TASKS: list[Task] = [
           "PAWS-X: paraphrase identification of adversarial sentence pairs in 7 languages.", num_labels=2,
           train_size=49_401),
     _task("xnli", TARGET, PAIR, "accuracy", 128,
-          "XNLI: MNLI-style natural language inference in 15 languages.", num_labels=3, train_size=392_702),
+          "XNLI: MNLI-style natural language inference in 15 languages; validation is the first 20% of XNLI's, "
+          "the rest being the multi_xnli pool.", num_labels=3, train_size=392_702),
     _task("tatoeba", TARGET, RETRIEVAL, "top1_accuracy", 64,
           "Tatoeba (XTREME): find the translation of an English sentence among all sentences of one of 36 languages."),
     _task("bucc", TARGET, RETRIEVAL, "top1_accuracy", 128,
