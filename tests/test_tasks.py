@@ -122,15 +122,17 @@ def test_bad_language_and_split_name_the_valid_ones():
 
 def test_hub_tasks_are_optional(monkeypatch):
     fake = Task("fake_hub", "intermediate", "pair", ("en",), "accuracy", 2, lambda split, lang: [], source="hub")
+    def hub_modules(make):   # every hub module of the registry (trainables.hub, trainables.hub_multilingual)
+        for module in tasks.HUB_MODULES:
+            monkeypatch.setitem(sys.modules, module, make())
+        tasks.registry.cache_clear()
+
     try:
-        monkeypatch.setitem(sys.modules, "trainables.hub", types.SimpleNamespace(HUB_TASKS=[fake]))
-        tasks.registry.cache_clear()
+        hub_modules(lambda: types.SimpleNamespace(HUB_TASKS=[fake]))
         assert tasks.TASKS["fake_hub"] is fake and set(OFFLINE) <= set(tasks.TASKS)
-        monkeypatch.setitem(sys.modules, "trainables.hub", types.SimpleNamespace())  # no HUB_TASKS yet
-        tasks.registry.cache_clear()
+        hub_modules(types.SimpleNamespace)  # no HUB_TASKS yet
         assert list(tasks.TASKS) == OFFLINE
-        monkeypatch.setitem(sys.modules, "trainables.hub", None)  # no module at all: import fails
-        tasks.registry.cache_clear()
+        hub_modules(lambda: None)  # no module at all: import fails
         assert list(tasks.TASKS) == OFFLINE
     finally:
         monkeypatch.undo()

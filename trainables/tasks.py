@@ -65,13 +65,18 @@ OFFLINE_TASKS = [
 ]
 
 
+HUB_MODULES = {"trainables.hub": "HUB_TASKS", "trainables.hub_multilingual": "MULTILINGUAL_TASKS"}
+
+
 def _hub_tasks() -> list[Task]:
-    """trainables.hub.HUB_TASKS if that module exists and imports; the registry works without it."""
-    try:
-        hub = importlib.import_module("trainables.hub")
-    except ImportError:
-        return []
-    return list(getattr(hub, "HUB_TASKS", []))
+    """The hub declarations of the HUB_MODULES that exist and import; the registry works without them."""
+    tasks = []
+    for module_name, attribute in HUB_MODULES.items():
+        try:
+            tasks += getattr(importlib.import_module(module_name), attribute, [])
+        except ImportError:
+            pass
+    return tasks
 
 
 @lru_cache(maxsize=None)
@@ -101,6 +106,11 @@ def get_task(name: str) -> Task:
 def names_with_role(role: str) -> list[str]:
     """The registry's tasks of one role (INTERMEDIATE or TARGET), by name."""
     return [name for name, task in registry().items() if task.role == role]
+
+
+def evaluated_languages(task: Task, eval_languages) -> list[str]:
+    """The languages a sweep scores a target in: its own, narrowed to `eval_languages` unless that is None."""
+    return [lang for lang in task.languages if eval_languages is None or lang in eval_languages]
 
 
 def split_languages(task: Task, split: str) -> tuple[str, ...]:
@@ -198,7 +208,8 @@ def _table(records: list[dict]) -> str:
             if "train" in counts and r["train_language"] != "en":
                 train = f"{r['train_language']} {train}"
             eval_splits = [s for s in r["splits"] if s != "train"]
-            cells = [f"{lang} {'/'.join(f'{counts[s][lang]:,}' for s in eval_splits)}" for lang in counts[eval_splits[0]]]
+            cells = [f"{lang} {'/'.join(f'{counts[s][lang]:,}' for s in eval_splits)}"
+                     for lang in (counts[eval_splits[0]] if eval_splits else [])]
         rows = ["  ".join(cells[i:i + 4]) for i in range(0, len(cells), 4)]
         lines.append(f"{r['name']:<17} {r['role']:<12} {fmt:<10} {r['metric']:<13} {r['source']:<11} {train:>13}  "
                      + f"\n{'':<{len(head)}}".join(rows))

@@ -50,7 +50,7 @@ from trainables.phase2_cache import Phase2Cache, phase2_key, trained_parameters
 from trainables.phases import intermediate_phase, target_phase, zero_shot_evaluation
 from trainables.precision import resolve_precision
 from trainables.subsets import select_examples
-from trainables.tasks import get_task, load_examples
+from trainables.tasks import evaluated_languages, get_task, load_examples
 from trainables.formats import TaskModel, format_of
 from trainables.trial_config import TrialConfig
 from trainables.training import rank0_value
@@ -221,8 +221,7 @@ def _first_n(examples: list, n: int | None, seed: int = 0) -> list:
 
 
 def _eval_sets(task, split: str, trial: TrialConfig) -> dict[str, list]:
-    wanted = trial.eval_languages
-    languages = [lang for lang in task.languages if wanted is None or lang in wanted]
+    languages = evaluated_languages(task, trial.eval_languages)
     cap = trial.max_eval_examples
     if split == "validation" and trial.max_validation_examples is not None:
         cap = trial.max_validation_examples
