@@ -3,7 +3,8 @@
 The order is cheapest first: no other driver running this experiment (sweeps/driver_lock.py), the tracking URI's
 form, the experiment folder (and on --resume what the interrupted sweep left there: sweeps/resume_checks.py), the
 environment the project reads (cache, Bible database, hub fixtures, Ray and hub settings), the storage folder, the
-preset's tasks and pool sizes, and last the servers.
+preset's tasks and pool sizes, that no intermediate example is an evaluation example (sweeps/overlap_check.py), and
+last the servers.
 --dry-run makes every check that writes nothing outside the cache (it builds the task cache anyway) and skips the
 network ones; the command-line numbers are checked by the parser (sweeps/scale_vs_quality.py).
 """
@@ -22,6 +23,7 @@ from urllib.parse import urlsplit
 
 from search_spaces.presets import Preset
 from sweeps.driver_lock import check_no_other_driver
+from sweeps.overlap_check import check_no_overlap
 from sweeps.resume_checks import SQLITE_HEADER, check_experiment_dir
 from trainables.errors import UserError
 
@@ -41,6 +43,7 @@ def check_inputs(preset: Preset, experiment_dir: Path, tracking_uri: str, *, res
     _check_sqlite_folder(tracking_uri, create=not dry_run)
     _check_pools(preset, dry_run=dry_run)
     if not dry_run:
+        check_no_overlap(preset)
         _check_tracking_reachable(tracking_uri)
 
 
