@@ -71,6 +71,18 @@ def test_multi_xnli_is_xnli_validation_without_the_selection_rows():
     assert {ex.text_a.split("]")[0].rsplit(" ", 1)[1] for ex in pool} == {"1", "2", "3", "4"}
 
 
+def test_multi_xnli_refuses_languages_out_of_row_order(tmp_path, monkeypatch):
+    copy = tmp_path / "hub"
+    shutil.copytree(FIXTURES / "facebook__xnli", copy / "facebook__xnli")
+    greek = copy / "facebook__xnli" / "el" / "validation.jsonl"
+    lines = greek.read_text(encoding="utf-8").splitlines(keepends=True)
+    greek.write_text("".join(lines[:3] + lines[4:] + lines[3:4]), encoding="utf-8")   # one pool row moved last
+    monkeypatch.setenv(hub.FIXTURES_ENV, str(copy))
+    with pytest.raises(UserError, match=r"facebook/xnli \(el, validation\[20%:\]\) does not list the translations "
+                                        r"of the en rows in their order"):
+        load_examples("multi_xnli", "train", "all")
+
+
 def test_multi_tydiqa_is_the_non_english_train_rows():
     pool = load_examples("multi_tydiqa", "train", "all")
     assert all(isinstance(ex, SpanExample) for ex in pool)

@@ -16,7 +16,9 @@ the size ladder without loading anything. A task of the paper with no public cop
 Rows without labels (label -1, "" or missing, a question without answers) are skipped and counted in a warning. A QA
 answer that is not found at its character offset in the context stops the load with a UserError naming the row.
 
-Importing this module is cheap: `datasets` is imported only when a task is loaded.
+The multilingual intermediate pools (multi_xnli, multi_tydiqa) are declared in trainables/hub_multilingual.py and
+load through `load_examples` with their own HubSource. Importing this module is cheap: `datasets` is imported only
+when a task is loaded.
 """
 from __future__ import annotations
 

@@ -12,8 +12,9 @@ same order, a premise's three hypotheses on consecutive rows). Training on the G
 English validation pair and then choosing models on that English pair would select on data the model has seen in
 other words. So the split is by row index, the same rows in every language: the first XNLI_SELECTION_PERCENT (20%,
 498 rows = 166 whole premise groups) is the xnli target's validation in all 15 languages, the rest (1,992 rows per
-language) is the multilingual pool. XNLI test stays the target's test. sweeps/overlap_check.py checks the texts
-before any sweep trains.
+language) is the multilingual pool. XNLI test stays the target's test. Loading the pool checks that every language's
+labels follow the English rows' (else the hub's order is not what this split assumes), and sweeps/overlap_check.py
+checks the texts before any sweep trains.
 
 Both pools load through trainables.hub (fixtures included): a train split of language "all" (the task's
 train_language, as for the offline multi_paraphrase) is every language of the pool in turn, each example keeping its
@@ -23,8 +24,9 @@ from __future__ import annotations
 
 from functools import partial
 
+from trainables.errors import UserError
 from trainables.hub import (NLI_COLUMNS, QA_COLUMNS, TYDIQA_NAMES, XNLI_LANGUAGES, XNLI_SELECTION_PERCENT, HubSource,
-                            _pair, _span, _task, _tydiqa_row_in, load_examples)
+                            _load_rows, _pair, _span, _task, _tydiqa_row_in, load_examples)
 from trainables.types import INTERMEDIATE, PAIR, SPAN, Task
 
 ALL = "all"   # the train language of a pool that holds several languages
@@ -45,12 +47,30 @@ MULTILINGUAL_SOURCES: dict[str, HubSource] = {
 assert set(TYDIQA_TRAIN_ROWS) == set(TYDIQA_NAMES) - {"en"}
 
 
+# Pools whose languages are translations of one language's rows, row for row: the split by row index holds out the
+# same pairs in every language only if that is so, which load_pool checks on the labels.
+TRANSLATED_FROM = {"multi_xnli": "en"}
+
+
 def load_pool(name: str, split: str, language: str) -> list:
     """One language of a multilingual pool, or every language of it in turn (language "all")."""
     source = MULTILINGUAL_SOURCES[name]
     if language != ALL:
         return load_examples(name, split, language, source)
-    return [example for lang in source.configs for example in load_examples(name, split, lang, source)]
+    by_language = {lang: load_examples(name, split, lang, source) for lang in source.configs}
+    if name in TRANSLATED_FROM:
+        _check_rows_aligned(name, source, split, by_language)
+    return [example for examples in by_language.values() for example in examples]
+
+
+def _check_rows_aligned(name: str, source: HubSource, split: str, by_language: dict[str, list]) -> None:
+    original = TRANSLATED_FROM[name]
+    labels = list(_load_rows(source.hub_id, original, source.splits[split])[NLI_COLUMNS["label"]])
+    for language, examples in by_language.items():
+        if [example.label for example in examples] != labels:
+            raise UserError(f"{source.hub_id} ({language}, {source.splits[split]}) does not list the translations of "
+                            f"the {original} rows in their order (the labels differ), so {name} cannot hold out the "
+                            f"same rows in every language: check the dataset's revision")
 
 
 def _multilingual_task(name: str, fmt: str, metric: str, max_length: int, description: str, train_size: int,
