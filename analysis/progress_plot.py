@@ -16,6 +16,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from analysis.answer import tier_name  # noqa: E402
 from analysis.read_results import AnalysisInputError, read_csv, select_trials, with_avg  # noqa: E402
 from analysis.schema import AVG  # noqa: E402
 
@@ -36,19 +37,27 @@ def plot_progress(results: Path, out_dir: Path) -> list[Path]:
     return [_plot_target(target, part, out_dir / f"{target}.png") for target, part in rows.groupby("target_task")]
 
 
-def _plot_target(target: str, rows: pd.DataFrame, path: Path) -> Path:
-    means = rows.groupby(["source", "quality", "size"], as_index=False).agg(
+def series(rows: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
+    """(source, tier) -> the mean score, seeds and metric of each size of that series, by size; a tier is an
+    (intermediate task, quality) pair as in the report (analysis.answer.tier_name), so a mixture is its own line."""
+    means = rows.groupby(["source", "intermediate_task", "quality", "size"], as_index=False).agg(
         score=("score", "mean"), seeds=("seed", "nunique"), metric=("metric", "first"))
+    return {(source, tier_name(task, quality)): cell.sort_values("size")
+            for (source, task, quality), cell in means.groupby(["source", "intermediate_task", "quality"])}
+
+
+def _plot_target(target: str, rows: pd.DataFrame, path: Path) -> Path:
+    lines = series(rows)
+    means = pd.concat(lines.values())
     fig, ax = plt.subplots(figsize=(7, 4.2))
     baseline = means[means["source"] == "none"]
     if not baseline.empty:
         ax.axhline(baseline["score"].iloc[0], color="grey", linestyle="--",
                    label=f"baseline (n={int(baseline['seeds'].iloc[0])})")
     for source, marker, style in (("english", "o", "-"), ("multilingual", "*", "")):
-        for quality, cell in means[means["source"] == source].groupby("quality"):
-            cell = cell.sort_values("size")
+        for tier, cell in ((tier, cell) for (of, tier), cell in lines.items() if of == source):
             ax.plot(cell["size"], cell["score"], marker=marker, linestyle=style, markersize=8 if style else 12,
-                    label=f"{source} {quality} (seeds {cell['seeds'].min()}-{cell['seeds'].max()})")
+                    label=f"{source} {tier} (seeds {cell['seeds'].min()}-{cell['seeds'].max()})")
     sizes = means.loc[means["size"] > 0, "size"]
     ax.set_xscale("symlog", linthresh=int(sizes.min()) if len(sizes) else 1)   # linear below it: the baseline shows
     ax.set_xlabel("intermediate examples")

@@ -220,7 +220,7 @@ def _check_pools(preset: Preset, *, dry_run: bool = False) -> None:
     pool. A dry run loads no hub data: a hub task's whole pool (tier random) is the train size its declaration
     documents (Task.train_size); a real run loads the pool."""
     from trainables.subsets import pool_size, tiers
-    from trainables.tasks import get_task, load_examples, names_with_role
+    from trainables.tasks import get_mixture, get_task, is_mixture, load_examples, names_with_role
     from trainables.types import INTERMEDIATE, TARGET
 
     for target in preset.targets:
@@ -232,17 +232,19 @@ def _check_pools(preset: Preset, *, dry_run: bool = False) -> None:
             raise UserError(f"target {target} has no test split to report (it has {', '.join(task.splits)})")
     for cell in preset.cells():
         if cell.size > 0:
-            task = get_task(cell.task)
-            if task.role != INTERMEDIATE:
-                raise UserError(f"{cell.task} is a target task, not an intermediate one: choose among "
-                                f"{', '.join(names_with_role(INTERMEDIATE))}")
-            if task.source == "unavailable":
-                load_examples(cell.task, "train", task.train_language)   # the UserError that says why
+            # A mixture's components are checked as its tasks would be (get_mixture checks their roles).
+            components = get_mixture(cell.task).components if is_mixture(cell.task) else (cell.task,)
+            for task in map(get_task, components):
+                if task.role != INTERMEDIATE:
+                    raise UserError(f"{task.name} is a target task, not an intermediate one: choose among "
+                                    f"{', '.join(names_with_role(INTERMEDIATE))}")
+                if task.source == "unavailable":
+                    load_examples(task.name, "train", task.train_language)   # the UserError that says why
             if cell.quality not in tiers(cell.task):
                 raise UserError(f"{cell.task} has no quality tier {cell.quality!r}: choose one of "
                                 f"{', '.join(tiers(cell.task))}")
-            declared = task.train_size if cell.quality == "random" else 0
-            available = declared if dry_run and declared else pool_size(cell.task, cell.quality)
+            declared = [get_task(name).train_size if cell.quality == "random" else 0 for name in components]
+            available = sum(declared) if dry_run and all(declared) else pool_size(cell.task, cell.quality)
             if cell.size > available:
                 raise UserError(f"size {cell.size} of {cell.task}/{cell.quality} is above its pool of "
                                 f"{available} examples: lower the size ladder (--english-sizes, --multilingual-sizes "

@@ -29,6 +29,7 @@ from analysis.schema import (COUNT_PREFIX, OBJECTIVE, TEST_PREFIX, TRUNCATED_PRE
 from search_spaces.axes import DataCell
 from sweeps.mlflow_journal import JOURNAL_NAME, BufferedClient, unreachable
 from sweeps.results_table import ResultsTable
+from trainables.mixtures import mixture_record
 from trainables.trial_config import PARAM, TrialConfig
 
 # The MLflow UI's own tags (mlflow/server/js: experimentKind values; saved views are experiment tags with this
@@ -273,6 +274,8 @@ class SweepTracker:
         params = TrialConfig.from_dict(config).marked(PARAM)
         params.update(source=cell.source, quality=cell.quality, size=cell.size, intermediate_task=cell.task,
                       stage=stage, trial_id=trial_id, targets=",".join(config["targets"]))
+        if cell.size:   # a mixture's components, their sizes and its sampling rule (nothing for a single task)
+            params.update(mixture_record(cell.task, cell.quality, cell.size))
         self.client.log_batch(run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in params.items()])
         self.notes[run_id] = note
         return run_id
@@ -363,6 +366,9 @@ def _trial_note(stage: str, trial_id: str, config: dict) -> str:
     cell = DataCell.from_id(config["cell"])
     data = ("no intermediate phase (the baseline)" if cell.size == 0 else
             f"{cell.size:,} {cell.source} examples of `{cell.task}`, quality tier `{cell.quality}`")
+    mixture = mixture_record(cell.task, cell.quality, cell.size) if cell.size else {}
+    if mixture:
+        data += f" (a mixture: {mixture['mixture_component_sizes']}, sampling {mixture['mixture_sampling']})"
     return (f"**{stage} stage**, Tune trial `{trial_id}`, seed {config['seed']}: {data}.\n"
             f"Learning rates: intermediate {config['lr_intermediate']:.3g}, target {config['lr_target']:.3g}. "
             f"Targets: {', '.join(config['targets'])} (zero-shot; test scores in `score.TARGET.LANGUAGE`).")

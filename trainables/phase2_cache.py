@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from search_spaces.axes import DataCell
+from trainables.mixtures import MIXTURE_CODE_VERSION, mixture_record
 from trainables.models import file_sha256
 from trainables.trial_config import PHASE2, SHARED_LADDER, TrialConfig
 
@@ -31,10 +33,15 @@ MANIFEST = "manifest.json"
 
 def phase2_key(trial: TrialConfig) -> str:
     """A hash of the trial-config fields marked PHASE2 (what determines the encoder; targets, lr_target and the
-    like do not), those marked SHARED_LADDER where the ladder is shared, and the code version."""
+    like do not), those marked SHARED_LADDER where the ladder is shared, a mixture's components, their sizes and its
+    sampling rule where the cell is a mixture's, and the code version."""
     fields = trial.marked(PHASE2)
     if trial.shared_ladder:
         fields.update(trial.marked(SHARED_LADDER))
+    cell = DataCell.from_id(trial.cell)
+    mixture = mixture_record(cell.task, cell.quality, cell.size) if cell.size else {}
+    if mixture:
+        fields["mixture"] = {**mixture, "mixture_code_version": MIXTURE_CODE_VERSION}
     fields["phase2_code_version"] = PHASE2_CODE_VERSION
     blob = json.dumps(fields, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]

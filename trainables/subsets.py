@@ -4,7 +4,8 @@ A quality tier is a named filter of a task's train pool: `random` keeps the whol
 examples by a documented scorer and keeps the best-scoring TIER_FRACTION of each label (so a balanced pool stays
 balanced). select_examples then draws one seeded permutation of the tier per (task, tier, seed) and returns its
 first `size` examples, so sizes nest (size n1 <= n2 gives a prefix of the same list) and a seed always gives the
-same subset. A task without entries in QUALITY_TIERS (e.g. a hub task such as mnli) has the `random` tier.
+same subset. A task without entries in QUALITY_TIERS (e.g. a hub task such as mnli) has the `random` tier. A
+mixture's tiers and pool are its components' (trainables/mixtures.py selects each component's examples).
 
     select_examples("en_paraphrase", "hard", 1000, seed=0)   # -> list[PairExample]
 """
@@ -17,7 +18,7 @@ import numpy as np
 
 from trainables.bible import jaccard
 from trainables.errors import UserError
-from trainables.tasks import get_task, load_examples
+from trainables.tasks import get_mixture, get_task, is_mixture, load_examples
 
 TIER_FRACTION = 0.5  # a scored tier keeps the best-scoring half of each label
 
@@ -64,7 +65,12 @@ QUALITY_TIERS: dict[str, dict[str, str]] = {
 
 
 def tiers(task_name: str) -> dict[str, str]:
-    """tier name -> description for one task (just `random` for a task with no scored tiers)."""
+    """tier name -> description for one task (just `random` for a task with no scored tiers); a mixture has the
+    tiers all its components have, each component filtered by its own."""
+    if is_mixture(task_name):
+        per_component = [tiers(component) for component in get_mixture(task_name).components]
+        return {tier: f"{tier} of every component" for tier in per_component[0]
+                if all(tier in known for known in per_component)}
     task = get_task(task_name)
     if "train" not in task.splits:
         raise UserError(f"task {task_name} has no train split, so no training subsets")
@@ -93,6 +99,8 @@ def _tier_pool(task_name: str, quality: str) -> tuple:
 
 def pool_size(task_name: str, quality: str) -> int:
     _check_tier(task_name, quality)
+    if is_mixture(task_name):
+        return sum(pool_size(component, quality) for component in get_mixture(task_name).components)
     return len(_tier_pool(task_name, quality))
 
 

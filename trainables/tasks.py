@@ -11,6 +11,9 @@ Command line: `python -m trainables.tasks` prints a table with example counts; `
 `--task NAME` shows one task; hub tasks get counts only with `--include-hub` (loading them needs the hub), and show
 the train size their declaration documents until then. A task with source "unavailable" (no public copy) is listed
 with the reason.
+
+Mixtures (several intermediate tasks trained at once, one head each: trainables/mixtures.py) are declared here too,
+as `Mixture` records; a mixture's name stands wherever an intermediate task name does (`get_mixture`, `is_mixture`).
 """
 from __future__ import annotations
 
@@ -28,7 +31,8 @@ from pathlib import Path
 
 from trainables import bible_span_tagging, bible_tasks
 from trainables.errors import UserError, exit_on_user_error
-from trainables.types import CHOICE, INTERMEDIATE, PAIR, RETRIEVAL, SINGLE, SPAN, TAGGING, TARGET, Task
+from trainables.types import (CHOICE, INTERMEDIATE, PAIR, RETRIEVAL, SAMPLINGS, SINGLE, SPAN, TAGGING, TARGET,
+                              TEMPERATURE, Mixture, Task)
 
 TWELVE = ("en", "fr", "de", "tl", "es", "pt", "it", "ar", "ru", "ko", "fa", "vi")
 ELEVEN = TWELVE[1:]
@@ -65,18 +69,31 @@ OFFLINE_TASKS = [
 ]
 
 
-HUB_MODULES = {"trainables.hub": "HUB_TASKS", "trainables.hub_multilingual": "MULTILINGUAL_TASKS"}
+# Tasks of different formats, so a mixture cell runs offline: pairs and multiple choice, the smaller pool raised by T=2.
+OFFLINE_MIXTURES = [
+    Mixture("en_pair_choice", ("en_paraphrase", "en_next_verse"), TEMPERATURE, 2.0,
+            description="en_paraphrase (pairs) + en_next_verse (multiple choice), p_i ~ n_i^(1/2)"),
+]
+
+# The hub declarations: module -> its lists of tasks and of mixtures (the registry works without these modules).
+HUB_MODULES = {"trainables.hub": {"tasks": "HUB_TASKS", "mixtures": "HUB_MIXTURES"},
+               "trainables.hub_multilingual": {"tasks": "MULTILINGUAL_TASKS"}}
+
+
+def _hub_declarations(kind: str) -> list:
+    """The "tasks" or "mixtures" that the HUB_MODULES which exist and import declare."""
+    found = []
+    for module_name, attributes in HUB_MODULES.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        found += getattr(module, attributes.get(kind, ""), []) if kind in attributes else []
+    return found
 
 
 def _hub_tasks() -> list[Task]:
-    """The hub declarations of the HUB_MODULES that exist and import; the registry works without them."""
-    tasks = []
-    for module_name, attribute in HUB_MODULES.items():
-        try:
-            tasks += getattr(importlib.import_module(module_name), attribute, [])
-        except ImportError:
-            pass
-    return tasks
+    return _hub_declarations("tasks")
 
 
 @lru_cache(maxsize=None)
@@ -94,13 +111,51 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+@lru_cache(maxsize=None)
+def mixture_registry() -> dict[str, Mixture]:
+    """name -> Mixture, offline ones first (they win a name clash, as tasks do)."""
+    mixtures = {}
+    for mixture in OFFLINE_MIXTURES + _hub_declarations("mixtures"):
+        mixtures.setdefault(mixture.name, mixture)
+    return mixtures
+
+
+def _unknown(name: str, kind: str, known) -> UserError:
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    return UserError(f"unknown {kind} {name!r}; {hint}known {kind}s: {', '.join(known)}")
+
+
 def get_task(name: str) -> Task:
     tasks = registry()
     if name not in tasks:
-        close = difflib.get_close_matches(name, tasks, n=3, cutoff=0.5)
-        hint = f"did you mean {' or '.join(close)}? " if close else ""
-        raise UserError(f"unknown task {name!r}; {hint}known tasks: {', '.join(tasks)}")
+        if name in mixture_registry():
+            raise UserError(f"{name} is a mixture of {', '.join(mixture_registry()[name].components)}, not a task")
+        raise _unknown(name, "task", list(tasks) + list(mixture_registry()))
     return tasks[name]
+
+
+def is_mixture(name: str) -> bool:
+    return name in mixture_registry()
+
+
+def get_mixture(name: str) -> Mixture:
+    """The mixture declared under `name`, checked: its components are distinct intermediate tasks with train data,
+    and its sampling rule is known."""
+    if name not in mixture_registry():
+        raise _unknown(name, "mixture", mixture_registry())
+    mixture = mixture_registry()[name]
+    for component in mixture.components:
+        task = get_task(component)
+        if task.role != INTERMEDIATE or "train" not in task.splits:
+            raise UserError(f"mixture {name}: {component} is a {task.role} task; a mixture's components are "
+                            f"intermediate tasks ({', '.join(names_with_role(INTERMEDIATE))})")
+    if len(set(mixture.components)) != len(mixture.components) or len(mixture.components) < 2:
+        raise UserError(f"mixture {name} needs two or more distinct components, not {', '.join(mixture.components)}")
+    if mixture.sampling not in SAMPLINGS or not mixture.temperature > 0:
+        raise UserError(f"mixture {name}: sampling must be one of {', '.join(SAMPLINGS)} with a temperature above 0, "
+                        f"not {mixture.sampling!r} with {mixture.temperature}")
+    return mixture
 
 
 def names_with_role(role: str) -> list[str]:
@@ -230,6 +285,11 @@ def main(argv: list[str] | None = None) -> None:
             print()
         else:
             print(_table(records))
+            if not args.task:
+                print("\nmixtures (intermediate; one head per component):")
+                for m in mixture_registry().values():
+                    rule = m.sampling if m.sampling != TEMPERATURE else f"{m.sampling} T={m.temperature:g}"
+                    print(f"  {m.name:<17} {' + '.join(m.components)}  ({rule})")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import math
 import os
 import resource
@@ -47,9 +48,9 @@ from search_spaces.axes import DataCell
 from trainables.ladder import discard_own_branch, phase2_ladder_kwargs
 from trainables.models import file_sha256, load_encoder
 from trainables.phase2_cache import Phase2Cache, phase2_key, trained_parameters
-from trainables.phases import intermediate_phase, target_phase, zero_shot_evaluation
+from trainables.mixtures import intermediate_model, intermediate_parts, train_intermediate
+from trainables.phases import target_phase, zero_shot_evaluation
 from trainables.precision import resolve_precision
-from trainables.subsets import select_examples
 from trainables.tasks import evaluated_languages, get_task, load_examples
 from trainables.formats import TaskModel, format_of
 from trainables.trial_config import TrialConfig
@@ -137,24 +138,28 @@ def trial_loop(config: dict) -> None:
                 progress["phase2_cache_hit"] = 1
                 progress["global_step"] = cached[1]["steps"]
         else:
-            task = get_task(cell.task)
-            examples = select_examples(cell.task, cell.quality, cell.size, trial.seed)
+            parts = intermediate_parts(cell.task, cell.quality, cell.size, trial.seed)   # {task: examples}
             progress["phase"] = "intermediate"
             if trial.ladder == "shared" and not trial.shared_ladder and rank == 0:
-                print(f"{trial.cell} s{trial.seed}: a shared ladder needs one epoch of phase 2, not "
-                      f"{trial.epochs_intermediate}: trained separately", file=sys.stderr, flush=True)
-            resume_state = _resume_state(resume, "intermediate", encoder, task, trial)
-            encoder, result = intermediate_phase(
-                encoder, tokenizer, task, examples, trial.train_config("intermediate", task), step_offset=0,
+                print(f"{trial.cell} s{trial.seed}: a shared ladder {trial.not_shared_because}: trained separately",
+                      file=sys.stderr, flush=True)
+            resume_state = _resume_state(resume, "intermediate", intermediate_model(encoder, parts, trial.seed))
+            phase2_loop = dict(loop)
+            if len(parts) > 1 and world_size > 1:   # each batch trains one head: DDP must allow the others idle
+                phase2_loop["wrap_model"] = functools.partial(
+                    ray.train.torch.prepare_model, parallel_strategy_kwargs={"find_unused_parameters": True})
+            longest = max(parts, key=lambda task: task.max_length)
+            encoder, result = train_intermediate(
+                encoder, tokenizer, parts, trial.train_config("intermediate", longest), step_offset=0,
                 resume_state=resume_state, on_checkpoint=reporter.checkpointer("intermediate"),
-                **phase2_ladder_kwargs(trial, cell.size, cache.root), **loop)
+                **phase2_ladder_kwargs(trial, cell.size, cache.root), **phase2_loop)
             trunk_step = result.resumed_at if resume_state is None else 0
             if trunk_step and rank == 0:
                 print(f"{trial.cell} s{trial.seed}: phase 2 continued from its ladder's trunk snapshot at step "
                       f"{trunk_step} of {result.steps}", file=sys.stderr, flush=True)
             progress["phase2_cache_hit"] = 0
             progress["global_step"] = result.global_step
-            alone = len(examples) * trial.epochs_intermediate   # what this size costs trained from scratch
+            alone = cell.size * trial.epochs_intermediate   # what this size costs trained from scratch
             progress["phase2_passes"] = (max(0, alone - trunk_step * reporter.examples_per_step), alone)
             _note_truncated(progress, "intermediate", result.notes)
             if rank == 0:
@@ -173,7 +178,8 @@ def trial_loop(config: dict) -> None:
             progress["phase"] = f"target:{target}"
             train_examples = _first_n(load_examples(target, "train", task.train_language),
                                       trial.target_train_size)
-            resume_state = _resume_state(resume, f"target:{target}", encoder, task, trial)
+            resume_state = _resume_state(resume, f"target:{target}",
+                                         TaskModel(encoder, format_of(task), task.num_labels, seed=trial.seed))
             model, result = target_phase(
                 copy.deepcopy(encoder), tokenizer, task, train_examples, trial.train_config("target", task),
                 step_offset=resume_state["step_offset"] if resume_state else progress["global_step"],
@@ -268,13 +274,13 @@ def restore_from(folder: Path) -> tuple[dict, dict]:
     return progress, saved.get("resume") or {}
 
 
-def _resume_state(resume: dict, stage: str, encoder, task, trial: TrialConfig) -> dict | None:
-    """The interrupted phase's training state, completed with the parameters that were not saved (frozen ones)."""
+def _resume_state(resume: dict, stage: str, fresh_model) -> dict | None:
+    """The interrupted phase's training state, completed with the parameters that were not saved (frozen ones) from
+    `fresh_model`, the phase's model before training."""
     if resume.get("stage") != stage:
         return None
     state = dict(resume["train_state"])
-    full = TaskModel(encoder, format_of(task), task.num_labels, seed=trial.seed).state_dict()
-    state["model"] = {**full, **state["model"]}
+    state["model"] = {**fresh_model.state_dict(), **state["model"]}
     return state
 
 

@@ -26,7 +26,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from trainables.dropout import use_cheap_dropout
 from trainables.errors import UserError
-from trainables.formats.base import Features, TaskModel, collate, row_length, split_batch
+from trainables.formats.base import Features, TaskModel, collate, row_length
 from trainables.precision import autocast, resolve_precision
 from trainables.seeding import seed_from
 
@@ -73,7 +73,10 @@ class TrunkStore(Protocol):
 
 def optimizer_steps(num_rows: int, cfg: TrainConfig, world_size: int = 1) -> int:
     """The optimizer steps of one phase over `num_rows` rows."""
-    batches_per_epoch = math.ceil(num_rows / cfg.batch_size)
+    return steps_for_batches(math.ceil(num_rows / cfg.batch_size), cfg, world_size)
+
+
+def steps_for_batches(batches_per_epoch: int, cfg: TrainConfig, world_size: int = 1) -> int:
     return max(1, math.ceil(cfg.epochs * batches_per_epoch / (cfg.grad_accum_steps * world_size)))
 
 
@@ -133,9 +136,11 @@ def train(model: TaskModel, features: Features, cfg: TrainConfig, *, device,
           on_checkpoint: Callable[[dict], None] | None = None,
           rank: int = 0, world_size: int = 1, wrap_model: Callable[[nn.Module], nn.Module] | None = None,
           trunk: TrunkStore | None = None, branch_sizes: Sequence[int] = (),
+          batches: Callable[[int], list[list[int]]] | None = None,
           ) -> TrainResult:
     """Train `model` in place on the rows of `features` (from `model.format.featurize`); see TrainConfig for the
-    knobs and the module docstring for determinism.
+    knobs and the module docstring for determinism. `model` is a TaskModel or anything with its `encoder` and
+    `batch_loss` (a mixture's model: trainables/mixtures.py).
 
     Worker `rank` of `world_size` takes every world_size-th micro-batch of one global order. `on_step(global_step,
     loss, lr)` follows every optimizer step, global_step = step_offset + steps done in this phase;
@@ -145,12 +150,19 @@ def train(model: TaskModel, features: Features, cfg: TrainConfig, *, device,
     Shared ladders (schedule "wsd", shuffle off, one epoch): without a `resume_state`, the run starts from
     `trunk.latest(its decay start)` when there is one, and rank 0 hands `trunk.store` its state at the decay start of
     every size in `branch_sizes` (examples: the first n examples of these features) that it passes before its own.
+
+    `batches(epoch)` gives the row indices of every batch of an epoch (default: `batch_order` over the rows; a
+    mixture keeps each batch within one task: trainables/mixtures.py). It must depend on the epoch only.
     """
     if not len(features):
         raise UserError("no training examples: a size-0 data cell skips the phase instead of training on nothing")
     device = torch.device(device)
-    batches_per_epoch = math.ceil(len(features) / cfg.batch_size)
-    total_steps = optimizer_steps(len(features), cfg, world_size)
+    lengths = [row_length(row) for row in features.rows] if cfg.length_windows and not batches else None
+    epoch_batches = functools.lru_cache(maxsize=2)(batches or functools.partial(
+        batch_order, len(features), cfg.batch_size, cfg.seed, shuffle=cfg.shuffle, lengths=lengths,
+        length_windows=cfg.length_windows))
+    batches_per_epoch = len(epoch_batches(0)) if batches else math.ceil(len(features) / cfg.batch_size)
+    total_steps = steps_for_batches(batches_per_epoch, cfg, world_size)
     wsd = cfg.schedule == "wsd"
     branch_at = decay_start(total_steps, cfg.decay_fraction) if wsd else total_steps
     if wsd and trunk is not None and resume_state is None:
@@ -196,10 +208,6 @@ def train(model: TaskModel, features: Features, cfg: TrainConfig, *, device,
         scheduler.load_state_dict(resume_state["scheduler"])
         start_step, losses = resume_state["step"], list(resume_state["losses"])
 
-    lengths = [row_length(row) for row in features.rows] if cfg.length_windows else None
-    epoch_batches = functools.lru_cache(maxsize=2)(functools.partial(
-        batch_order, len(features), cfg.batch_size, cfg.seed, shuffle=cfg.shuffle, lengths=lengths,
-        length_windows=cfg.length_windows))
     mixed_precision = autocast(device, resolve_precision(cfg.precision, device))
     net.train()
     for step in range(start_step, total_steps):
@@ -210,12 +218,11 @@ def train(model: TaskModel, features: Features, cfg: TrainConfig, *, device,
             index = (step * cfg.grad_accum_steps + micro_step) * world_size + rank
             epoch, position = divmod(index, batches_per_epoch)
             batch = collate([features.rows[i] for i in epoch_batches(epoch)[position]], features.pad_id)
-            inputs, targets = (
-                {name: tensor.to(device) for name, tensor in part.items()} for part in split_batch(batch))
+            batch = {name: tensor.to(device) for name, tensor in batch.items()}
             if isinstance(net, DistributedDataParallel):  # all-reduce gradients only on the last micro-step
                 net.require_backward_grad_sync = micro_step == cfg.grad_accum_steps - 1
             with mixed_precision:
-                loss = model.format.loss(net(**inputs), targets) / cfg.grad_accum_steps
+                loss = model.batch_loss(net, batch) / cfg.grad_accum_steps
             loss.backward()
             step_loss += loss.item()
         if cfg.max_grad_norm > 0:

@@ -73,8 +73,19 @@ class TrialConfig:
 
     @property
     def shared_ladder(self) -> bool:
-        """Whether phase 2 runs as a shared ladder: asked for, and over exactly one epoch."""
-        return self.ladder == "shared" and self.epochs_intermediate == 1
+        """Whether phase 2 runs as a shared ladder: asked for, over exactly one epoch, and not of a mixture."""
+        return self.ladder == "shared" and self.not_shared_because is None
+
+    @property
+    def not_shared_because(self) -> str | None:
+        """Why a shared ladder cannot run this cell's phase 2 (None where it can)."""
+        if self.epochs_intermediate != 1:
+            return f"needs one epoch of phase 2, not {self.epochs_intermediate}"
+        from trainables.tasks import is_mixture   # the registry, only once a cell names a task
+        if self.cell != "none" and is_mixture(self.cell.split(":")[1]):
+            return ("needs every size's batches to be a prefix of the largest size's, which a mixture's interleaving "
+                    "of its tasks does not give")
+        return None
 
     @property
     def ladder_sizes(self) -> tuple[int, ...]:

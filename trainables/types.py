@@ -112,3 +112,20 @@ class Task:
     max_answer_tokens: int = 30        # SPAN: the longest answer (in tokens) decoding considers
     train_size: int = 0                # hub tasks: examples in the train split as the hub documents it, which
                                        # --dry-run checks the size ladder against without loading (0: not declared)
+
+
+PROPORTIONAL = "proportional"    # p_i proportional to n_i, the examples of component i's tier
+TEMPERATURE = "temperature"      # p_i proportional to n_i ** (1 / temperature) (jiant's TemperatureMultiTaskSampler)
+SAMPLINGS = (PROPORTIONAL, TEMPERATURE)
+
+
+@dataclass(frozen=True)
+class Mixture:
+    """A multi-task intermediate "task": one shared encoder, one head per component (trainables/mixtures.py). Its
+    name stands wherever an intermediate task name does; a cell of size N takes from each component the share the
+    sampling rule gives it."""
+    name: str
+    components: tuple[str, ...]        # intermediate task names of the registry
+    sampling: str = PROPORTIONAL       # one of SAMPLINGS
+    temperature: float = 1.0           # TEMPERATURE only; 1 is the same as PROPORTIONAL
+    description: str = ""

@@ -145,15 +145,10 @@ class TaskModel(nn.Module):
 
     def __init__(self, encoder: nn.Module, fmt: Format, num_labels: int, *, seed: int = 0, dropout: float = 0.1):
         super().__init__()
-        if not fmt.trains:
-            raise UserError(f"format {fmt.name!r} has no trainable head (it is scored from pooled hidden states)")
         self.encoder = encoder
         self.format = fmt
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(encoder.config.hidden_size, fmt.head_outputs(num_labels))
-        std = getattr(encoder.config, "initializer_range", 0.02)
-        nn.init.normal_(self.head.weight, std=std, generator=torch.Generator().manual_seed(seed_from(seed, "head")))
-        nn.init.zeros_(self.head.bias)
+        self.head = new_head(encoder, fmt, num_labels, seed)
 
     @property
     def fmt(self) -> str:
@@ -161,6 +156,22 @@ class TaskModel(nn.Module):
 
     def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
         return self.format.forward(self, inputs)
+
+    def batch_loss(self, net: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The training loss of one collated batch; `net` is this model or its wrapper (DDP)."""
+        inputs, targets = split_batch(batch)
+        return self.format.loss(net(**inputs), targets)
+
+
+def new_head(encoder: nn.Module, fmt: Format, num_labels: int, seed: int) -> nn.Linear:
+    """The format's linear head on `encoder`, initialised from `seed` as BERT initialises its own."""
+    if not fmt.trains:
+        raise UserError(f"format {fmt.name!r} has no trainable head (it is scored from pooled hidden states)")
+    head = nn.Linear(encoder.config.hidden_size, fmt.head_outputs(num_labels))
+    std = getattr(encoder.config, "initializer_range", 0.02)
+    nn.init.normal_(head.weight, std=std, generator=torch.Generator().manual_seed(seed_from(seed, "head")))
+    nn.init.zeros_(head.bias)
+    return head
 
 
 def by_length(examples: list) -> list[int]:
