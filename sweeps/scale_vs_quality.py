@@ -163,6 +163,7 @@ def phase2_passes_line(preset: Preset, cells) -> str:
     """Phase-2 example passes of one seed over the cells: with the shared ladder (largest size first, the others
     from its trunk snapshots) and separately; the search's default point where a knob is searched."""
     from trainables.ladder import example_passes   # imports torch: only to print the plan
+    from trainables.tasks import is_mixture
 
     knobs = {**preset.hyperparameters, **default_point(preset.hyperparameters)}
     epochs = preset.hyperparameters.get("epochs_intermediate", 1)
@@ -177,8 +178,9 @@ def phase2_passes_line(preset: Preset, cells) -> str:
     if not is_searched(epochs) and epochs != 1:
         return (f"phase 2: {separate * epochs:,} example-passes per seed (epochs_intermediate {epochs}: a shared "
                 f"ladder needs one epoch, so each size trains separately)")
-    shared = sum(example_passes(sizes, per_step, shared=True, decay_fraction=knobs.get("decay_fraction", 0.2))
-                 for sizes in ladders.values())
+    shared = sum(example_passes(sizes, per_step, shared=not is_mixture(task),   # mixtures train separately
+                                decay_fraction=knobs.get("decay_fraction", 0.2))
+                 for (_, task, _), sizes in ladders.items())
     line = f"phase 2: {shared:,} example-passes per seed with the shared ladder ({separate:,} separate)"
     if is_searched(epochs):
         line += " for trials with one epoch (epochs_intermediate is searched; more epochs train each size alone)"

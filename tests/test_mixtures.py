@@ -11,8 +11,17 @@ import torch
 from trainables import tasks
 from trainables.errors import UserError
 from trainables.formats import format_of
-from trainables.mixtures import (MixtureModel, _cell_sizes, component_sizes, intermediate_parts, interleaved_batches,
-                                 joined_parts, mixture_record, sampling_probabilities, train_intermediate)
+from trainables.mixtures import (
+    MixtureModel,
+    _cell_sizes,
+    component_sizes,
+    interleaved_batches,
+    intermediate_parts,
+    joined_parts,
+    mixture_record,
+    sampling_probabilities,
+    train_intermediate,
+)
 from trainables.phase2_cache import phase2_key
 from trainables.subsets import pool_size, select_examples, tiers
 from trainables.training import TrainConfig, train
@@ -174,3 +183,82 @@ def test_each_batch_goes_through_its_own_head(smoke):
           batches=lambda epoch: [[0, 1, 2, 3]])   # one batch, all pairs: only the pair head learns
     assert not torch.equal(heads[0]["weight"], model.heads[0].weight)
     assert torch.equal(heads[1]["weight"], model.heads[1].weight)
+
+
+# ------------------------------------------------------------------------------------------------- the analysis
+def test_a_mixture_is_its_own_series_beside_the_single_tasks(tmp_path):
+    from analysis.answer import analyse
+    from analysis.progress_plot import series
+    from analysis.read_results import prepare, read_csv
+    from sweeps.results_table import ResultsTable, result_rows
+
+    names = {"genre": "accuracy"}
+    table = ResultsTable(tmp_path / "results.csv")
+    cells = {"none": 40.0}
+    for size, gain in ((100, 2.0), (200, 3.0), (400, 4.0), (800, 4.5)):
+        cells[f"english:en_paraphrase:random:{size}"] = 40.0 + gain
+        cells[f"english:{MIXTURE}:random:{size}"] = 41.0 + 2 * gain
+    for index, (cell, score) in enumerate(cells.items()):
+        for seed in range(2):
+            config = {"cell": cell, "seed": seed, "lr_intermediate": 1e-4, "lr_target": 1e-4, "targets": ["genre"]}
+            metrics = {"score.genre.fr": score + seed, "score.genre.avg": score + seed, "n.genre.fr": 200,
+                       "n.genre.avg": 200, "objective": 50.0}
+            table.record(result_rows(f"t{index}-{seed}", "search", config, metrics, names))
+    rows, _ = prepare(read_csv(tmp_path / "results.csv"))
+    lines = series(rows[rows["language"] == "avg"])
+    assert set(lines) == {("none", "none"), ("english", "en_paraphrase/random"), ("english", f"{MIXTURE}/random")}
+    assert list(lines[("english", f"{MIXTURE}/random")]["score"]) == [45.5, 47.5, 49.5, 50.5]
+    _, _, fits = analyse(rows, n_boot=20, seed=0)
+    assert {fit.tier for fit in fits} == {"en_paraphrase/random", f"{MIXTURE}/random"}
+    mixture_fit = next(fit for fit in fits if fit.intermediate_task == MIXTURE and fit.language == "avg")
+    assert list(mixture_fit.x) == [0, 100, 200, 400, 800]             # the shared baseline, then its own sizes
+
+
+# ------------------------------------------------------------------------------------------- a real smoke sweep
+MIXTURE_DRIVER = """import sys
+from search_spaces.presets import PRESETS
+PRESETS["smoke"] = PRESETS["smoke"].with_overrides(english_qualities=("random",), extra_search_trials=0)
+from sweeps.scale_vs_quality import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_mixture_cell_trains_and_scores_through_the_sweep(tmp_path, monkeypatch):
+    """The smoke preset with --intermediate-task en_pair_choice (its shared ladder falls back to separate): the
+    mixture cells train both heads, are scored, and results.csv, MLflow and the analysis name the mixture."""
+    import json
+    import os
+    import secrets
+    import subprocess
+    import sys
+
+    from test_sweep import REPO, mlflow_runs, reap, rows, scored
+
+    marker = f"XSTILTS_TEST_RUN={secrets.token_hex(8)}"
+    monkeypatch.setenv(*marker.split("="))
+    storage, experiment = tmp_path / "store", "smoke-mixture"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", MIXTURE_DRIVER, "--preset", "smoke", "--intermediate-task", MIXTURE,
+             "--english-sizes", "0,32,64", "--storage-path", str(storage), "--experiment", experiment],
+            capture_output=True, text=True, timeout=600, cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO), "RAY_DEDUP_LOGS": "0"})
+    finally:
+        reap(marker.encode())
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    table = rows(storage / experiment)
+    english = [r for r in table if r["source"] == "english"]
+    assert {r["intermediate_task"] for r in english} == {MIXTURE}
+    assert {r["size"] for r in english if scored(r)} == {"32", "64"}
+    assert {(r["target_task"], r["language"]) for r in english if scored(r)} >= {("genre", "avg"),
+                                                                                  ("retrieval", "avg")}
+    _, _, children = mlflow_runs(storage / experiment, experiment)
+    mixture_runs = [run for run in children if run.data.params["intermediate_task"] == MIXTURE]
+    assert {run.data.params["size"] for run in mixture_runs} == {"32", "64"}
+    for run in mixture_runs:
+        assert {key: run.data.params[key] for key in mixture_record(MIXTURE, "random", 1)} == mixture_record(
+            MIXTURE, "random", int(run.data.params["size"]))
+    assert not any("mixture_component_sizes" in run.data.params for run in children if run not in mixture_runs)
+    summary = json.loads((storage / experiment / "analysis" / "summary.json").read_text())
+    assert {row["tier"] for row in summary["curves"]} == {f"{MIXTURE}/random"}
