@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import heapq
 import itertools
+from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -111,18 +112,13 @@ class MixtureModel(nn.Module):
 
     def forward(self, component: int, **inputs: torch.Tensor) -> torch.Tensor:
         # A format's forward reads model.encoder, .head and .dropout: give it this component's head under that name.
-        view = _OneHead(self.encoder, self.heads[component], self.dropout)
+        view = SimpleNamespace(encoder=self.encoder, head=self.heads[component], dropout=self.dropout)
         return self.formats[component].forward(view, inputs)
 
     def batch_loss(self, net: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         component = int(batch["component"][0])
         inputs, targets = split_batch({key: value for key, value in batch.items() if key != "component"})
         return self.formats[component].loss(net(component, **inputs), targets)
-
-
-class _OneHead:
-    def __init__(self, encoder, head, dropout):
-        self.encoder, self.head, self.dropout = encoder, head, dropout
 
 
 def interleaved_batches(part_rows: tuple[int, ...], batch_size: int, seed: int, names: tuple[str, ...], epoch: int,
