@@ -14,7 +14,7 @@ SOURCES = ("none", "english", "multilingual")
 @dataclass(frozen=True, order=True)
 class DataCell:
     source: str          # none | english | multilingual
-    task: str            # intermediate task name in the registry; "" for source none
+    task: str            # intermediate task or mixture name in the registry; "" for source none
     quality: str         # quality tier of that task; "none" for source none
     size: int            # number of intermediate examples; 0 for source none
 

@@ -4,24 +4,21 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
+import os
+import secrets
+import subprocess
+import sys
 
 import pytest
 import torch
 
+from test_sweep import REPO, mlflow_runs, one_line_error, reap, rows, scored
 from trainables import tasks
 from trainables.errors import UserError
 from trainables.formats import format_of
-from trainables.mixtures import (
-    MixtureModel,
-    _cell_sizes,
-    component_sizes,
-    interleaved_batches,
-    intermediate_parts,
-    joined_parts,
-    mixture_record,
-    sampling_probabilities,
-    train_intermediate,
-)
+from trainables.mixtures import (MixtureModel, _cell_sizes, component_sizes, interleaved_batches, intermediate_parts,
+                                 joined_parts, mixture_record, sampling_probabilities, train_intermediate)
 from trainables.phase2_cache import phase2_key
 from trainables.subsets import pool_size, select_examples, tiers
 from trainables.training import TrainConfig, train
@@ -100,6 +97,22 @@ def test_bad_mixtures_are_one_line_errors(monkeypatch):
         assert "\n" not in str(error.value)
     with pytest.raises(UserError, match="is a mixture of en_paraphrase, en_next_verse, not a task"):
         tasks.get_task(MIXTURE)
+
+
+BAD_MIXTURE_DRIVER = """import sys
+from trainables import tasks
+from trainables.types import Mixture
+tasks.OFFLINE_MIXTURES.append(Mixture("with_genre", ("en_paraphrase", "genre")))
+from sweeps.scale_vs_quality import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_mixture_of_a_target_task_is_a_one_line_error_at_the_cli(tmp_path):
+    done = subprocess.run([sys.executable, "-c", BAD_MIXTURE_DRIVER, "--preset", "smoke", "--intermediate-task",
+                           "with_genre", "--dry-run", "--storage-path", str(tmp_path)], capture_output=True,
+                          text=True, timeout=300, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    one_line_error(done, "mixture with_genre: genre is a target task")
 
 
 def test_every_declared_mixture_is_valid():
@@ -227,14 +240,6 @@ sys.exit(main(sys.argv[1:]))
 def test_a_mixture_cell_trains_and_scores_through_the_sweep(tmp_path, monkeypatch):
     """The smoke preset with --intermediate-task en_pair_choice (its shared ladder falls back to separate): the
     mixture cells train both heads, are scored, and results.csv, MLflow and the analysis name the mixture."""
-    import json
-    import os
-    import secrets
-    import subprocess
-    import sys
-
-    from test_sweep import REPO, mlflow_runs, reap, rows, scored
-
     marker = f"XSTILTS_TEST_RUN={secrets.token_hex(8)}"
     monkeypatch.setenv(*marker.split("="))
     storage, experiment = tmp_path / "store", "smoke-mixture"
