@@ -220,7 +220,7 @@ def _check_pools(preset: Preset, *, dry_run: bool = False) -> None:
     pool. A dry run loads no hub data: a hub task's whole pool (tier random) is the train size its declaration
     documents (Task.train_size); a real run loads the pool."""
     from trainables.subsets import pool_size, tiers
-    from trainables.tasks import get_mixture, get_task, is_mixture, load_examples, names_with_role
+    from trainables.tasks import get_mixture, get_task, is_mixture, load_examples, mixture_registry, names_with_role
     from trainables.types import INTERMEDIATE, TARGET
 
     for target in preset.targets:
@@ -237,7 +237,8 @@ def _check_pools(preset: Preset, *, dry_run: bool = False) -> None:
             for task in map(get_task, components):
                 if task.role != INTERMEDIATE:
                     raise UserError(f"{task.name} is a target task, not an intermediate one: choose among "
-                                    f"{', '.join(names_with_role(INTERMEDIATE))}")
+                                    f"{', '.join(names_with_role(INTERMEDIATE))} or a mixture of them "
+                                    f"({', '.join(mixture_registry())})")
                 if task.source == "unavailable":
                     load_examples(task.name, "train", task.train_language)   # the UserError that says why
             if cell.quality not in tiers(cell.task):
