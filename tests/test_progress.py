@@ -74,7 +74,8 @@ def test_the_live_panel_shows_every_running_trial(progress):
     running = trial("t1")
     made.on_trial_start(0, [running], running)
     made.on_trial_result(0, [running], running, {"phase": "intermediate", "global_step": 40, "phase_first_step": 0,
-                                                "phase_last_step": 125, "examples_per_s": 51.2})
+                                                "phase_last_step": 125, "examples_per_s": 51.2,
+                                                "phase_seconds_left": 53.0})
     console = Console(file=io.StringIO(), width=120)
     console.print(made.render())
     frame = console.file.getvalue()
