@@ -83,7 +83,7 @@ def timed_trial_loop(stamps_file: str):
     def loop(config: dict) -> None:
         from trainables import three_phase as tp
         stamps = {"loop_start": time.time(), "steps": [], "report_s": [], "checkpoint_s": []}
-        real_phase = tp.intermediate_phase
+        real_phase = tp.train_intermediate
 
         def timed_phase(*args, on_step, on_checkpoint, **kwargs):
             def step(global_step, *step_args):
@@ -101,7 +101,7 @@ def timed_trial_loop(stamps_file: str):
             stamps.update(phase_end=time.time(), peak_rss_mb=peak_rss_mb(), load_1m=os.getloadavg()[0])
             return result
 
-        tp.intermediate_phase = timed_phase
+        tp.train_intermediate = timed_phase
         tp.trial_loop(config)
         Path(stamps_file).write_text(json.dumps(stamps))
     return loop
