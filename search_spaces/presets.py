@@ -93,9 +93,9 @@ PRESETS = {
         targets=("genre", "retrieval"), eval_languages=None,
         hyperparameters=hp.LAPTOP, target_train_size=1000, max_eval_examples=300, max_validation_examples=100,
         max_length=48, extra_search_trials=0, seeds=3, max_concurrent=1, torch_threads=2, checkpoint_every=100,
-        # whole trials on a quiet 2-core AMX machine: baseline 100 s, English 1k 121 s, 2k 112-133 s, 4k 148 s,
-        # 8k 215 s, multilingual 87-103 s: about 130 s a trial (~80 min for 3 seeds, ~27 for --seeds 1)
-        seconds_per_trial_estimate=130),
+        # whole trials on a quiet 2-core AMX machine with the shared ladder (2026-12-06): English 8k (the trunk) 300 s,
+        # a size from its snapshot ~190 s, baseline ~150 s: about 170 s a trial (~100 min for 3 seeds, ~34 for 1)
+        seconds_per_trial_estimate=170),
     # The paper's settings: xlm-roberta-large, hub tasks, full pools, GPUs. Need hub access and a GPU cluster. Each
     # sets an English ladder against multilingual data of the same task (trainables/hub_multilingual.py).
     # NLI: MNLI vs XNLI's human-translated validation sets (14 languages; the xnli target selects models on the 20%
