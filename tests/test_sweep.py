@@ -60,8 +60,14 @@ def test_dry_run_prints_the_plan(tmp_path):
     done = sweep("--preset", "laptop", "--dry-run", "--storage-path", str(tmp_path))
     assert done.returncode == 0, done.stderr
     assert "12 data cells" in done.stdout and "estimated cost" in done.stdout
-    # English 2 x (8,000 + 0.2 x 7,000) and multilingual 1,000 + 58 + 116 (branch steps of batches of 32)
-    assert "phase 2: 19,974 example-passes per seed with the shared ladder (31,750 separate)" in done.stdout
+    # the laptop preset trains each size alone: English 2 x 15,000 and multilingual 1,750
+    assert "phase 2: 31,750 example-passes per epoch per seed (ladder separate)" in done.stdout
+    # shared, English 2 x (8,000 + 0.2 x 7,000) and multilingual 1,000 + 58 + 116 (branch steps of batches of 32)
+    from search_spaces.presets import PRESETS
+    from sweeps.scale_vs_quality import phase2_passes_line
+    laptop = PRESETS["laptop"].with_overrides(ladder="shared")
+    assert phase2_passes_line(laptop, laptop.cells()) == (
+        "phase 2: 19,974 example-passes per seed with the shared ladder (31,750 separate)")
     assert not any(tmp_path.iterdir())
 
 
