@@ -143,7 +143,7 @@ def trial_loop(config: dict) -> None:
             if trial.ladder == "shared" and not trial.shared_ladder and rank == 0:
                 print(f"{trial.cell} s{trial.seed}: a shared ladder {trial.not_shared_because}: trained separately",
                       file=sys.stderr, flush=True)
-            resume_state = _resume_state(resume, "intermediate", intermediate_model(encoder, parts, trial.seed))
+            resume_state = _resume_state(resume, "intermediate", lambda: intermediate_model(encoder, parts, trial.seed))
             phase2_loop = dict(loop)
             if len(parts) > 1 and world_size > 1:   # each batch trains one head: DDP must allow the others idle
                 phase2_loop["wrap_model"] = functools.partial(
@@ -179,7 +179,7 @@ def trial_loop(config: dict) -> None:
             train_examples = _first_n(load_examples(target, "train", task.train_language),
                                       trial.target_train_size)
             resume_state = _resume_state(resume, f"target:{target}",
-                                         TaskModel(encoder, format_of(task), task.num_labels, seed=trial.seed))
+                                         lambda: TaskModel(encoder, format_of(task), task.num_labels, seed=trial.seed))
             model, result = target_phase(
                 copy.deepcopy(encoder), tokenizer, task, train_examples, trial.train_config("target", task),
                 step_offset=resume_state["step_offset"] if resume_state else progress["global_step"],
@@ -276,11 +276,11 @@ def restore_from(folder: Path) -> tuple[dict, dict]:
 
 def _resume_state(resume: dict, stage: str, fresh_model) -> dict | None:
     """The interrupted phase's training state, completed with the parameters that were not saved (frozen ones) from
-    `fresh_model`, the phase's model before training."""
+    `fresh_model()`, the phase's model before training (made only when there is a state to complete)."""
     if resume.get("stage") != stage:
         return None
     state = dict(resume["train_state"])
-    state["model"] = {**fresh_model.state_dict(), **state["model"]}
+    state["model"] = {**fresh_model().state_dict(), **state["model"]}
     return state
 
 
