@@ -3,8 +3,8 @@ classification (SST-2), multiple choice (CommonsenseQA, Cosmos QA, HellaSwag), r
 QA (SQuAD, XQuAD, MLQA, TyDiQA-GoldP) and word tagging (PAN-X NER, UD POS).
 
 Each dataset is one row of `SOURCES`: hub id, our language -> hub config, our split -> hub split, which hub column
-fills which example field, and the function that turns one such row into an example. One code path loads every one
-of them: `_load_rows` asks the hub, or, when `XSTILTS_HUB_FIXTURES=<dir>` is set, loads
+fills which example field, and the function that turns one such row into an example (trainables/hub_rows.py). One
+code path loads every one of them: `_load_rows` asks the hub, or, when `XSTILTS_HUB_FIXTURES=<dir>` is set, loads
 `<dir>/<hub id, "/" as "__">/<config>/<hub split>.{jsonl,json,csv,parquet}` through the same `load_dataset` (builder
 "json"/"csv"/"parquet"); the same row mapping then runs on either. Fixture files are written in the hub dataset's own
 schema (column names, nested `answers`, ClassLabel integers). A split "a+b" is hub splits a and b, concatenated.
@@ -31,9 +31,10 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from trainables.errors import UserError
+from trainables.hub_rows import (COSMOS_OPTIONS, _choice, _lettered_choice, _numbered_answers, _pair, _retrieval,
+                                 _single, _span, _tagging)
 from trainables.types import (CHOICE, INTERMEDIATE, PAIR, RETRIEVAL, SINGLE, SPAN, TAGGING, TARGET, TEMPERATURE,
-                              ChoiceExample, Mixture, PairExample, RetrievalExample, SpanExample, TaggingExample, Task,
-                              TextExample)
+                              Mixture, Task)
 
 FIXTURES_ENV = "XSTILTS_HUB_FIXTURES"
 FIXTURE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -60,85 +61,6 @@ class HubSource:
         return ("train",) * bool(self.train_from) + tuple(self.splits)
 
 
-# --- row converters --------------------------------------------------------------------------------------------
-
-def _unlabeled(label) -> bool:
-    """A hidden label: ClassLabel -1 (GLUE, Cosmos QA), "" (HellaSwag, CommonsenseQA) or missing."""
-    return label is None or str(label).strip() in ("", "-1")
-
-
-def _pair(fields: dict, language: str) -> PairExample | None:
-    if _unlabeled(fields["label"]):
-        return None
-    return PairExample(fields["text_a"], fields["text_b"], int(fields["label"]), language)
-
-
-def _single(fields: dict, language: str) -> TextExample | None:
-    if _unlabeled(fields["label"]):
-        return None
-    return TextExample(fields["text"], int(fields["label"]), language)
-
-
-def _choice(fields: dict, language: str) -> ChoiceExample | None:
-    """context, choices (the options' texts) and label (the right option's index, as a number or a string)."""
-    if _unlabeled(fields["label"]):
-        return None
-    choices, label = tuple(fields["choices"]), int(fields["label"])
-    if not 0 <= label < len(choices):
-        raise UserError(f"label {label} is not the index of one of its {len(choices)} options")
-    return ChoiceExample(fields["context"], choices, label, language)
-
-
-def _lettered_choice(fields: dict, language: str) -> ChoiceExample | None:
-    """CommonsenseQA: choices = {"label": ["A", ...], "text": [...]}, the answer the right option's letter."""
-    letters, answer = list(fields["choices"]["label"]), fields["answer"]
-    if _unlabeled(answer):
-        return None
-    if answer not in letters:
-        raise UserError(f"answerKey {answer!r} is not one of the option letters {letters}")
-    return _choice({"context": fields["question"], "choices": fields["choices"]["text"],
-                    "label": letters.index(answer)}, language)
-
-
-def _numbered_answers(fields: dict, language: str) -> ChoiceExample | None:
-    """Cosmos QA: the question follows its context; the options are the columns answer0..answer3."""
-    return _choice({"context": f"{fields['context']} {fields['question']}",
-                    "choices": [fields[f"answer{i}"] for i in range(COSMOS_OPTIONS)], "label": fields["label"]},
-                   language)
-
-
-def _retrieval(fields: dict, language: str) -> RetrievalExample:
-    # Tatoeba sentences keep the newline of the line they were read from.
-    return RetrievalExample(fields["query"].strip(), fields["target"].strip(), language)
-
-
-def _span(fields: dict, language: str, question_language: str = "", context_language: str = "") -> SpanExample | None:
-    """A SQuAD-format row (answers = {"text": [...], "answer_start": [...]}) with every gold answer it has."""
-    answers = fields["answers"] or {}
-    texts, starts = answers.get("text") or [], answers.get("answer_start") or []
-    if not texts:
-        return None
-    if len(texts) != len(starts):
-        raise UserError(f"row id {fields['id']}: {len(texts)} answer texts but {len(starts)} answer_start offsets")
-    context = fields["context"]
-    for text, start in zip(texts, starts):
-        if start is None or context[start:start + len(text)] != text:
-            found = "" if start is None else context[start:start + len(text)]
-            raise UserError(f"row id {fields['id']}: answer {text!r} is not at character {start} of its context "
-                            f"(found {found!r})")
-    return SpanExample(fields["question"], context, tuple(zip(texts, map(int, starts))), language,
-                       question_language=question_language, id=fields["id"], context_language=context_language)
-
-
-def _tagging(fields: dict, language: str) -> TaggingExample | None:
-    words, labels = fields["words"], fields["labels"]
-    if not labels or any(label is None or label < 0 for label in labels):
-        return None
-    if len(words) != len(labels):
-        raise UserError(f"{len(words)} words but {len(labels)} labels")
-    return TaggingExample(tuple(words), tuple(int(label) for label in labels), language)
-
-
 # --- the sources -----------------------------------------------------------------------------------------------
 
 def _same(languages: str) -> dict[str, str]:
@@ -148,7 +70,6 @@ def _same(languages: str) -> dict[str, str]:
 THREE_SPLITS = {"train": "train", "validation": "validation", "test": "test"}
 # Hub test labels hidden: the hub's validation split is our test split (as MNLI's mismatched one), none is carved.
 HIDDEN_TEST_SPLITS = {"train": "train", "test": "validation"}
-COSMOS_OPTIONS = 4
 PAIR_COLUMNS = {"text_a": "sentence1", "text_b": "sentence2", "label": "label"}
 NLI_COLUMNS = {"text_a": "premise", "text_b": "hypothesis", "label": "label"}
 RETRIEVAL_COLUMNS = {"query": "target_sentence", "target": "source_sentence"}

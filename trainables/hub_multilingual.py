@@ -26,7 +26,8 @@ from functools import partial
 
 from trainables.errors import UserError
 from trainables.hub import (NLI_COLUMNS, QA_COLUMNS, TYDIQA_NAMES, XNLI_LANGUAGES, XNLI_SELECTION_PERCENT, HubSource,
-                            _load_rows, _pair, _span, _task, _tydiqa_row_in, load_examples)
+                            _load_rows, _task, _tydiqa_row_in, load_examples)
+from trainables.hub_rows import _pair, _span
 from trainables.types import INTERMEDIATE, PAIR, SPAN, Task
 
 ALL = "all"   # the train language of a pool that holds several languages
