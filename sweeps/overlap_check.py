@@ -1,11 +1,11 @@
 """No intermediate training example is also an evaluation example: checked on the texts before any sweep trains.
 
-For every hub intermediate task of the preset's cells (English and multilingual), its whole train pool is compared
-with every hub target's validation and test split in every language the sweep scores (validation selects models,
-test is reported: a row of either that was trained on would flatter the cell that saw it). Examples are compared by
-their normalised text: every text field of the example (premise and hypothesis; question and context; query and
-target; the words), Unicode NFKC, case-folded, whitespace collapsed. Any shared example stops the sweep with one line
-naming the pair, the split, the language and the count.
+For every hub intermediate task of the preset's cells (English and multilingual; a mixture's components), its whole
+train pool is compared with every hub target's validation and test split in every language the sweep scores
+(validation selects models, test is reported: a row of either that was trained on would flatter the cell that saw
+it). Examples are compared by their normalised text: every text field of the example (premise and hypothesis;
+question and context; query and target; the words), Unicode NFKC, case-folded, whitespace collapsed. Any shared
+example stops the sweep with one line naming the pair, the split, the language and the count.
 
 It loads what the trials load, the same way (the hub, or XSTILTS_HUB_FIXTURES), so it runs on fixtures here and on
 the hub on a cluster; --dry-run, which loads no hub data, skips it. Offline (Bible) tasks are left to their own
@@ -19,7 +19,7 @@ import unicodedata
 
 from search_spaces.presets import Preset
 from trainables.errors import UserError
-from trainables.tasks import evaluated_languages, get_task, load_examples
+from trainables.tasks import evaluated_languages, get_mixture, get_task, is_mixture, load_examples
 
 TEXT_FIELDS = ("text", "text_a", "text_b", "context", "question", "choices", "query", "target", "words")
 EVALUATION_SPLITS = ("validation", "test")
@@ -42,9 +42,12 @@ def check_no_overlap(preset: Preset) -> None:
     """A UserError when an intermediate pool shares an example with an evaluation split the sweep scores."""
     pools = {}
     for cell in preset.cells():
-        task = get_task(cell.task) if cell.size > 0 else None
-        if task is not None and task.source == "hub" and task.name not in pools:
-            pools[task.name] = _texts(load_examples(task.name, "train", task.train_language))
+        if cell.size == 0:
+            continue
+        names = get_mixture(cell.task).components if is_mixture(cell.task) else (cell.task,)
+        for task in map(get_task, names):
+            if task.source == "hub" and task.name not in pools:
+                pools[task.name] = _texts(load_examples(task.name, "train", task.train_language))
     if not pools:
         return
     for target in preset.targets:

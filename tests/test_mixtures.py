@@ -267,3 +267,15 @@ def test_a_mixture_cell_trains_and_scores_through_the_sweep(tmp_path, monkeypatc
     assert not any("mixture_component_sizes" in run.data.params for run in children if run not in mixture_runs)
     summary = json.loads((storage / experiment / "analysis" / "summary.json").read_text())
     assert {row["tier"] for row in summary["curves"]} == {f"{MIXTURE}/random"}
+
+
+def test_the_overlap_check_looks_into_a_mixtures_components(monkeypatch):
+    """A mixture cell is checked through its components (each hub component's pool against the evaluation splits;
+    the offline ones have their own proof), never looked up as a task ("... is a mixture, not a task")."""
+    from search_spaces.presets import PRESETS
+    from sweeps.overlap_check import check_no_overlap
+
+    monkeypatch.setenv("XSTILTS_HUB_FIXTURES", str(REPO / "tests" / "fixtures" / "hub"))
+    check_no_overlap(PRESETS["smoke"].with_overrides(english_task=MIXTURE))
+    check_no_overlap(PRESETS["paper-nli"].with_overrides(english_task="xstilts_multitask", targets=("xnli",),
+                                                         eval_languages=("en",)))
