@@ -220,7 +220,8 @@ def _check_pools(preset: Preset, *, dry_run: bool = False) -> None:
     pool. A dry run loads no hub data: a hub task's whole pool (tier random) is the train size its declaration
     documents (Task.train_size); a real run loads the pool."""
     from trainables.subsets import pool_size, tiers
-    from trainables.tasks import get_mixture, get_task, is_mixture, load_examples, mixture_registry, names_with_role
+    from trainables.tasks import (get_task, intermediate_task_names, load_examples, mixture_registry,
+                                  names_with_role)
     from trainables.types import INTERMEDIATE, TARGET
 
     for target in preset.targets:
@@ -233,7 +234,7 @@ def _check_pools(preset: Preset, *, dry_run: bool = False) -> None:
     for cell in preset.cells():
         if cell.size > 0:
             # A mixture's components are checked as its tasks would be (get_mixture checks their roles).
-            components = get_mixture(cell.task).components if is_mixture(cell.task) else (cell.task,)
+            components = intermediate_task_names(cell.task)
             for task in map(get_task, components):
                 if task.role != INTERMEDIATE:
                     raise UserError(f"{task.name} is a target task, not an intermediate one: choose among "

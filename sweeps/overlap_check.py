@@ -19,7 +19,7 @@ import unicodedata
 
 from search_spaces.presets import Preset
 from trainables.errors import UserError
-from trainables.tasks import evaluated_languages, get_mixture, get_task, is_mixture, load_examples
+from trainables.tasks import evaluated_languages, get_task, intermediate_task_names, load_examples
 
 TEXT_FIELDS = ("text", "text_a", "text_b", "context", "question", "choices", "query", "target", "words")
 EVALUATION_SPLITS = ("validation", "test")
@@ -44,8 +44,7 @@ def check_no_overlap(preset: Preset) -> None:
     for cell in preset.cells():
         if cell.size == 0:
             continue
-        names = get_mixture(cell.task).components if is_mixture(cell.task) else (cell.task,)
-        for task in map(get_task, names):
+        for task in map(get_task, intermediate_task_names(cell.task)):
             if task.source == "hub" and task.name not in pools:
                 pools[task.name] = _texts(load_examples(task.name, "train", task.train_language))
     if not pools:

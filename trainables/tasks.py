@@ -139,6 +139,11 @@ def is_mixture(name: str) -> bool:
     return name in mixture_registry()
 
 
+def intermediate_task_names(name: str) -> tuple[str, ...]:
+    """The tasks an intermediate cell trains on: a mixture's components, or the task itself."""
+    return get_mixture(name).components if is_mixture(name) else (name,)
+
+
 def get_mixture(name: str) -> Mixture:
     """The mixture declared under `name`, checked: its components are distinct intermediate tasks with train data,
     and its sampling rule is known."""
