@@ -27,6 +27,9 @@ LAPTOP = {
     # Shared ladders (trainables/ladder.py): warm-up steps independent of the size, decay over the last 20%.
     "warmup_steps": 10,
     "decay_fraction": 0.2,
+    # Phase 3 in length-grouped batches (windows of 8 batches, as HF's LengthGroupedSampler): 0.91 of the tokens real
+    # instead of 0.61, phase 3 1.33x faster on e5-small (benchmarks/length_grouping.py).
+    "length_windows": 8,
 }
 
 # The tiny random model: large steps, so a few dozen examples move it.
@@ -36,6 +39,7 @@ SMOKE = {**LAPTOP,
          "epochs_target": 1,
          "batch_size": 16,
          "warmup_steps": 1,               # the smoke ladder's smallest size runs 2 steps
+         "length_windows": 0,
          "freeze_word_embeddings": False}
 
 # xlm-roberta-large on GPUs, as in the paper: lr around 1e-5, a few epochs, batch 32 (4 x 8 accumulated on big models).
@@ -46,6 +50,7 @@ PAPER = {**LAPTOP,
          "epochs_target": ("choice", [2, 3]),
          "batch_size": ("choice", [16, 32]),
          "warmup_ratio": ("choice", [0.0, 0.06, 0.1]),
+         "length_windows": 0,
          "freeze_word_embeddings": False}
 
 
