@@ -136,7 +136,7 @@ def _curve_rows(tier: TierFit) -> list[dict]:
                "extrapolation_error": None if errors is None else float(np.sqrt(np.mean(np.square(errors)))),
                "form_share": None if tier.choices is None or form not in tier.choices.forms
                else tier.choices.share(form), "selected": form is tier.form, "categories": None,
-               "ci_note": None, "verdict": None, "advice": None}
+               "category_shares": None, "ci_note": None, "verdict": None, "advice": None}
         rows.append(row)
         if p is None:
             row["ci_note"] = f"not fitted: {len(tier.x)} distinct sizes for {len(form.param_names)} parameters"
@@ -161,12 +161,14 @@ def _fill_selected(row: dict, tier: TierFit) -> None:
         lambda f, P: np.maximum(f.model(P, np.zeros(1))[:, 0], f.asymptote(P)))
     gain, row["gain_per_doubling_ci"], gains = tier.point_and_interval(
         lambda f, P: gain_per_doubling(f, P, tier.x[-1]))
-    steadiness, row["steadiness_ci"], _ = tier.point_and_interval(tier.steadiness)
+    steadiness, row["steadiness_ci"], steadinesses = tier.point_and_interval(tier.steadiness)
     no_interval = (-np.inf, np.inf)
     gain_ci = [verdicts.number(end) for end in row["gain_per_doubling_ci"] or (gain, gain)]
     steady_ci = (no_interval if np.isnan(steadiness) else
                  [verdicts.number(end) for end in row["steadiness_ci"] or (steadiness, steadiness)])
     row["categories"] = verdicts.categories(gain_ci, steady_ci)
+    row["category_shares"] = (verdicts.category_shares(gains, steadinesses)
+                              if tier.choices is not None and np.isfinite(steadinesses).all() else None)
     row["ci_note"] = tier.noise.note()
     row["verdict"] = verdicts.curve_verdict(row)
     row["advice"] = advice.for_curve(tier, gain, gain_ci, gains)

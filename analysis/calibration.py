@@ -126,10 +126,19 @@ def one_table(family: str, rng: np.random.Generator, n_boot: int) -> dict:
                                            truth.equivalent_size(within)),
               "equivalent_hard": _covers(by_cell["hard"]["english_equivalent_size_ci"], truth.equivalent_size(hard)),
               "true_category": right, "categories": "/".join(curve["categories"]),
-              "verdict_right": right in curve["categories"], "decided": len(curve["categories"]) == 1}
+              "verdict_right": right in curve["categories"], "decided": len(curve["categories"]) == 1,
+              "leading_right": _leading(curve) == right}
     if truth.family == "log_linear":  # no ceiling: checked is only that none is claimed
         record["ceiling"] = None
     return record
+
+
+def _leading(curve: dict) -> str | None:
+    """The category most resamples fall in (the decided one where only one is left)."""
+    if len(curve["categories"]) == 1:
+        return curve["categories"][0]
+    shares = curve.get("category_shares") or {}
+    return max(shares, key=shares.get) if shares else None
 
 
 def calibrate(tables: int, seed: int = 0, n_boot: int = 250) -> pd.DataFrame:
@@ -141,7 +150,7 @@ def calibrate(tables: int, seed: int = 0, n_boot: int = 250) -> pd.DataFrame:
 def coverage_table(records: pd.DataFrame) -> pd.DataFrame:
     """Per family (and overall): the share of tables whose interval covers the truth, for each interval where it
     applies, and the verdicts: right (the truth's category is among the verdict's), decided (one category named)
-    and decided and right."""
+    and decided and right; leading_right: the category most resamples fall in is the truth's."""
     def summary(group):
         row = {"tables": len(group)}
         for name in INTERVALS:
@@ -150,6 +159,7 @@ def coverage_table(records: pd.DataFrame) -> pd.DataFrame:
         row["verdict_right"] = group["verdict_right"].mean()
         row["decided"] = group["decided"].mean()
         row["decided_and_right"] = (group["decided"] & group["verdict_right"]).mean()
+        row["leading_right"] = group["leading_right"].mean()
         return pd.Series(row)
 
     table = records.groupby("family", sort=False).apply(summary, include_groups=False)
@@ -167,7 +177,8 @@ def main(argv=None) -> None:
     records = calibrate(args.tables, args.seed, args.bootstrap)
     print(coverage_table(records).round(3).to_string())
     by_size = records.groupby(pd.cut(records["test_examples"], [0, 200, 800, 2000]), observed=True)
-    print("\nverdicts by test-set size:\n" + by_size[["verdict_right", "decided"]].mean().round(3).to_string())
+    print("\nverdicts by test-set size:\n" + by_size[["verdict_right", "decided", "leading_right"]].mean()
+          .round(3).to_string())
     print(f"{args.tables} tables, {args.bootstrap} resamples each, {time.perf_counter() - start:.0f} s")
 
 

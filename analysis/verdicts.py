@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 # Below half a point per doubling of the English set (about the seed-to-seed noise of one run) we call a curve flat:
 # the next doubling costs as much data as everything before it and buys less than the noise.
 FLAT_GAIN = 0.5
@@ -41,6 +43,13 @@ def categories(gain_ci, steadiness_ci) -> list[str]:
     allowed = {"falling": g_low < -FLAT_GAIN, "flat": g_low <= FLAT_GAIN and g_high >= -FLAT_GAIN,
                "rising": g_high > FLAT_GAIN and d_high >= 0, "diminishing": g_high > FLAT_GAIN and d_low < 0}
     return [name for name in CATEGORIES if allowed[name]]
+
+
+def category_shares(gains, steadiness) -> dict[str, float]:
+    """The share of the resamples in each category (resampled gains and steadiness, one value per resample): how
+    strongly the data lean where the intervals leave several categories."""
+    names = [category(g, d) for g, d in zip(np.asarray(gains, float), np.asarray(steadiness, float))]
+    return {name: names.count(name) / len(names) for name in CATEGORIES if name in names}
 
 
 def size_words(n) -> str:
@@ -85,6 +94,10 @@ def curve_verdict(row: dict) -> str:
     else:
         words = (f"English '{row['tier']}' is undetermined ({' or '.join(names)}): cannot tell from sizes up to "
                  f"{largest}")
+        shares = row.get("category_shares")
+        if shares:
+            leading = max(shares, key=shares.get)
+            words += f", {leading} in {shares[leading]:.0%} of the resamples"
     words += (f"; {signed(number(row['gain_per_doubling_at_max']))}{ci_words(row['gain_per_doubling_ci'], signed)}"
               f" points over the doubling to {largest}")
     words += "; " + ceiling_words(row)

@@ -36,12 +36,12 @@ class DataCell:
 BASELINE = DataCell("none", "", "none", 0)
 
 
-def data_cells(english_task: str, english_qualities, english_sizes,
+def data_cells(english_tasks, english_qualities, english_sizes,
                multilingual_task: str, multilingual_qualities, multilingual_sizes) -> list[DataCell]:
-    """Every cell of a sweep: the baseline, the English ladder per tier, the multilingual cells."""
+    """Every cell of a sweep: the baseline, the English ladder per task and tier, the multilingual cells."""
     cells = [BASELINE]
-    cells += [DataCell("english", english_task, q, n)
-              for q in english_qualities for n in english_sizes if n > 0]
+    cells += [DataCell("english", task, q, n)
+              for task in english_tasks for q in english_qualities for n in english_sizes if n > 0]
     cells += [DataCell("multilingual", multilingual_task, q, n)
               for q in multilingual_qualities for n in multilingual_sizes if n > 0]
     return cells

@@ -72,8 +72,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--targets", type=_names,
                         help="target tasks, e.g. genre,verse_qa (default: the preset's; `python -m trainables.tasks` "
                              "lists them)")
-    parser.add_argument("--intermediate-task", help="the English intermediate task whose sizes the ladder grows "
-                                                    "(default: the preset's)")
+    parser.add_argument("--intermediate-task", type=_names,
+                        help="the English intermediate tasks or mixtures whose sizes the ladder grows, one ladder "
+                             "each, e.g. mnli,xstilts_multitask (default: the preset's)")
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"),
                         help="training and evaluation arithmetic: auto = bf16 autocast where the device does bf16 "
                              "natively (CPUs with AMX or AVX512-BF16, recent GPUs), else fp32 (default: the "
@@ -202,7 +203,7 @@ def main(argv=None) -> int:
         if args.targets:
             preset = preset.with_overrides(targets=args.targets)
         if args.intermediate_task:
-            preset = preset.with_overrides(english_task=args.intermediate_task)
+            preset = preset.with_overrides(english_tasks=args.intermediate_task)
         check_address(args.address)
         experiment = args.experiment or f"scale-vs-quality-{preset.name}"
         experiment_dir = Path(args.storage_path).resolve() / experiment

@@ -360,7 +360,7 @@ def test_a_real_run_checks_the_loaded_hub_pool(tmp_path, monkeypatch):
     datasets = pytest.importorskip("datasets")
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf_datasets_cache")
     monkeypatch.setenv("XSTILTS_HUB_FIXTURES", str(REPO / "tests" / "fixtures" / "hub"))   # 5 ANLI train rows
-    preset = PRESETS["paper"].with_overrides(english_task="anli", english_sizes=(0, 6), multilingual_sizes=(32,))
+    preset = PRESETS["paper"].with_overrides(english_tasks=("anli",), english_sizes=(0, 6), multilingual_sizes=(32,))
     _check_pools(preset, dry_run=True)   # against the declared 162,865
     with pytest.raises(UserError, match="size 6 of anli/random is above its pool of 5 examples"):
         _check_pools(preset)

@@ -21,7 +21,7 @@ from trainables import hub
 from trainables.errors import UserError
 from trainables.hub_multilingual import MULTILINGUAL_TASKS
 from trainables import tasks
-from trainables.tasks import get_task, load_examples
+from trainables.tasks import get_mixture, get_task, is_mixture, load_examples
 from trainables.types import PairExample, SpanExample
 
 REPO = Path(__file__).resolve().parent.parent
@@ -193,6 +193,8 @@ def test_paper_preset_end_to_end_on_fixtures(tmp_path, name):
     preset = PRESETS[name]
     assert {r["source"] for r in table} == {"none", "english", "multilingual"}
     assert {r["intermediate_task"] for r in table if r["source"] == "multilingual"} == {preset.multilingual_task}
+    # every English ladder of the preset (paper-nli: MNLI and the hub mixture of the paper's intermediate tasks)
+    assert {r["intermediate_task"] for r in table if r["source"] == "english"} == set(preset.english_tasks)
     for target in preset.targets:
         languages = set(get_task(target).languages) & set(FIXTURE_LANGUAGES[name])
         for source in ("none", "english", "multilingual"):
@@ -201,5 +203,9 @@ def test_paper_preset_end_to_end_on_fixtures(tmp_path, name):
             assert all(scored(r) and math.isfinite(float(r["score"])) for r in mine), (target, source)
     client, parent, children = check_one_record(storage / experiment, experiment)
     assert parent.info.status == "FINISHED" and {run.info.status for run in children} == {"FINISHED"}
+    for run in children:   # a mixture cell's runs record its components and their sizes
+        if is_mixture(run.data.params.get("intermediate_task", "")):
+            assert run.data.params["mixture_components"] == ",".join(get_mixture(run.data.params[
+                "intermediate_task"]).components) and "=" in run.data.params["mixture_component_sizes"]
     summary = json.loads((storage / experiment / "analysis" / "summary.json").read_text())
     assert summary["data"]["rows_read"] == len(table)

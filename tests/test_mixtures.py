@@ -276,6 +276,6 @@ def test_the_overlap_check_looks_into_a_mixtures_components(monkeypatch):
     from sweeps.overlap_check import check_no_overlap
 
     monkeypatch.setenv("XSTILTS_HUB_FIXTURES", str(REPO / "tests" / "fixtures" / "hub"))
-    check_no_overlap(PRESETS["smoke"].with_overrides(english_task=MIXTURE))
-    check_no_overlap(PRESETS["paper-nli"].with_overrides(english_task="xstilts_multitask", targets=("xnli",),
+    check_no_overlap(PRESETS["smoke"].with_overrides(english_tasks=(MIXTURE,)))
+    check_no_overlap(PRESETS["paper-nli"].with_overrides(english_tasks=("xstilts_multitask",), targets=("xnli",),
                                                          eval_languages=("en",)))
