@@ -105,8 +105,9 @@ def test_verdict_categories_follow_the_stated_rule(gain_ci, steady_ci, expected)
 
 
 def test_undetermined_verdicts_come_with_advice():
-    """A noisy single-language table: the curve's verdict is undetermined, and the advice says how many seeds or
-    test examples would decide it (more than now), and the smallest gain the sweep could detect."""
+    """A noisy single-language table: the curve's verdict is undetermined, names the category most resamples fall
+    in, and the advice says how many seeds or test examples would decide it (more than now), and the smallest gain
+    the sweep could detect."""
     table = synthetic_table({"clean": TRUTH}, seeds=3, noise=1.0, test_examples=200,
                             multilingual={("hq", 1000): 60.0}, rng_seed=2)
     rows, _ = prepare(validate(table, "t"))
@@ -120,6 +121,12 @@ def test_undetermined_verdicts_come_with_advice():
     assert 0 <= advice["seed_share"] <= 1
     comparison = one(comparisons)
     assert comparison["smallest_detectable_difference"] > 0
+    # the verdict names the category most resamples fall in
+    shares = selected["category_shares"]
+    assert set(shares) <= set(verdicts.CATEGORIES) and abs(sum(shares.values()) - 1) < 1e-9
+    leading = max(shares, key=shares.get)
+    assert leading in selected["categories"]
+    assert f", {leading} in {shares[leading]:.0%} of the resamples" in selected["verdict"]
 
 
 def test_category_shares_count_the_resamples_by_the_stated_rule():
@@ -127,16 +134,3 @@ def test_category_shares_count_the_resamples_by_the_stated_rule():
     steadiness = np.array([0.0, 0.0, 0.0, 0.5, -0.5])
     assert verdicts.category_shares(gains, steadiness) == {"rising": 0.2, "diminishing": 0.2, "flat": 0.4,
                                                            "falling": 0.2}
-
-
-def test_an_undetermined_verdict_names_the_category_most_resamples_fall_in():
-    table = synthetic_table({"clean": TRUTH}, seeds=3, noise=1.0, test_examples=200,
-                            multilingual={("hq", 1000): 60.0}, rng_seed=2)
-    rows, _ = prepare(validate(table, "t"))
-    curves, _, _ = analyse(rows[rows["language"] == "fr"], n_boot=300, seed=0)
-    selected = one(curves, selected=True)
-    shares = selected["category_shares"]
-    assert set(shares) <= set(verdicts.CATEGORIES) and abs(sum(shares.values()) - 1) < 1e-9
-    leading = max(shares, key=shares.get)
-    assert leading in selected["categories"]
-    assert f", {leading} in {shares[leading]:.0%} of the resamples" in selected["verdict"]
