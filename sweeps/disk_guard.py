@@ -8,11 +8,16 @@ and the MLflow store or its journal (written by the tracking callback).
 
 So a stage keeps a reserve: `.disk_reserve`, RESERVE_BYTES of allocated space, made when the stage starts. The
 tracking callback looks at the free space before every step of Tune's loop (one statvfs). When it is below the
-reserve's size, or a trial or one of the callback's own writes fails for want of space, `DiskGuard.stop` gives the
-reserve up, so the sweep's own small records (Tune's last state, results.csv, the study, the MLflow journal) have
-room, and ends Tune's loop as Tune's own stop signal does (SIGUSR1: it saves the experiment state one last time,
-then stops the trials). The callback's `on_experiment_end` then ends the driver with `DiskGuard.message()`: one
-line naming the full folder, what is free, and the command that resumes; exit status 1.
+reserve's size, or a trial or one of the callback's own writes fails for want of space, `DiskGuard.stop` gives up
+most of the reserve, so the sweep's own small records (results.csv, the study, the MLflow journal) have room, and
+ends Tune's loop as Tune's own stop signal does (SIGUSR1: it saves the experiment state one last time, then stops
+the trials). The trials still run during that last save, and a checkpoint they write can take the room it needs, so
+the save can be cut short. The rest of the reserve (FINAL_BYTES) is kept for `DiskGuard.finish`, which the callback's
+`on_experiment_end` calls once the trials have stopped: it gives it up and writes Tune's experiment-level files
+again from the driver's staging folder, each to a temporary file renamed over the old one, so `--resume` finds them
+whole. The driver then ends with `DiskGuard.message()`: one line naming the full folder, what is free, and the
+command that resumes; exit status 1. A full-disk error that ends Tune's loop before the guard stopped it (the
+study's write, say) also passes through `on_experiment_end`, which writes Tune's state again when the disk is low.
 
 Anything else a full disk breaks in the driver (a write before Tune's loop starts, say) is caught by the
 `sys.excepthook` the driver installs (`install_excepthook`): one line instead of the traceback, for errors caused by
@@ -29,6 +34,7 @@ import sys
 from pathlib import Path
 
 RESERVE_BYTES = 16 << 20
+FINAL_BYTES = 4 << 20   # the part of the reserve kept until the trials have stopped, for Tune's state
 RESERVE_NAME = ".disk_reserve"
 FULL_DISK_SIGNS = ("No space left on device", "[Errno 28]", "database or disk is full")
 
@@ -91,18 +97,46 @@ class DiskGuard:
     def release(self) -> None:
         self.reserve.unlink(missing_ok=True)
 
+    def _shrink_reserve(self) -> None:
+        try:
+            if self.reserve.exists():
+                os.truncate(self.reserve, min(FINAL_BYTES, self.reserve.stat().st_size))
+        except OSError:
+            self.release()
+
+    def finish(self, staging: Path | None, tune_folder: Path | None) -> None:
+        """After a stop, once the trials have stopped: give the rest of the reserve up and write Tune's
+        experiment-level files (its experiment state, the searcher's, the tuner's) from the driver's staging folder
+        into the stage's Tune folder again, each renamed into place (see the module's docstring)."""
+        self.release()
+        if staging is None or tune_folder is None or not Path(staging).is_dir() or not Path(tune_folder).is_dir():
+            return
+        for source in Path(staging).iterdir():
+            if not source.is_file():
+                continue
+            temporary = Path(tune_folder) / f".{source.name}.tmp"
+            try:
+                shutil.copyfile(source, temporary)
+                os.replace(temporary, Path(tune_folder) / source.name)
+            except OSError:   # no room even now: the message still says what to do
+                temporary.unlink(missing_ok=True)
+
+    def low(self) -> bool:
+        """Less room than the reserve left (besides the reserve)."""
+        return shutil.disk_usage(self.folder).free < RESERVE_BYTES
+
     def check(self) -> None:
-        """Stop the sweep when the disk has less room than the reserve left (besides the reserve)."""
-        if not self.stopping and shutil.disk_usage(self.folder).free < RESERVE_BYTES:
+        """Stop the sweep when the disk is low."""
+        if not self.stopping and self.low():
             self.stop()
 
     def stop(self) -> None:
-        """Give the reserve up and end Tune's loop after this step, its state saved; the callback's
+        """Give most of the reserve up and end Tune's loop after this step, its state saved; the callback's
         on_experiment_end raises SystemExit(message) then. Without Tune's stop handler: SystemExit now."""
         if self.stopping:
             return
         self.stopping, self.free_at_stop = True, free_bytes(self.folder)
-        self.release()
+        self._shrink_reserve()
         if callable(signal.getsignal(signal.SIGUSR1)):   # Tune's handler (its loop runs in the main thread)
             # Tune's "Stop signal received (e.g. via SIGINT/Ctrl+C)" and its syncer's failures, with tracebacks,
             # would only say less well what the one line says.

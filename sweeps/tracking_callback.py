@@ -62,6 +62,10 @@ class TrackingCallback(Callback):
         self.disk.check()
 
     def on_experiment_end(self, trials, **info):
+        if self.disk.stopping or self.disk.low():   # the trials have stopped: Tune's state is written again, whole
+            storage = next((trial.storage for trial in trials if trial.storage is not None), None)
+            self.disk.finish(storage and Path(storage.experiment_driver_staging_path),
+                             storage and Path(storage.experiment_fs_path))
         if self.disk.stopping:
             raise SystemExit(self.disk.message())
         self.disk.release()

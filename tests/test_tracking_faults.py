@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from types import SimpleNamespace
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -242,10 +243,11 @@ def fill(folder):
 
 def test_a_full_disk_stops_the_sweep_with_one_line_and_loses_no_row(store, small_disk, monkeypatch):
     """The callback keeps a 16 MiB reserve on the storage path. The disk fills: a trial's results.csv write fails,
-    the reserve is given up, the write done again, Tune asked to stop (its SIGUSR1 handler), and the stage's end
-    raises SystemExit with one line naming the full disk and the resume command. Before the disk is full the check
-    before each step lets the sweep go on; with less room than the reserve, it stops it."""
-    from sweeps.disk_guard import RESERVE_BYTES
+    most of the reserve is given up, the write done again, Tune asked to stop (its SIGUSR1 handler), and the stage's
+    end writes Tune's state again and raises SystemExit with one line naming the full disk and the resume command.
+    Before the disk is full the check before each step lets the sweep go on; with less room than the reserve, it
+    stops it."""
+    from sweeps.disk_guard import FINAL_BYTES, RESERVE_BYTES
 
     stops = []
     monkeypatch.setattr(signal, "getsignal", lambda number: stops.append if number == signal.SIGUSR1 else None)
@@ -265,14 +267,26 @@ def test_a_full_disk_stops_the_sweep_with_one_line_and_loses_no_row(store, small
     second = trial("f2", {**CONFIG, "cell": "none"}, "2_c")
     second.update_last_result(METRICS)
     made.on_trial_complete(0, [], second)           # its rows need room: the reserve is given up for them
-    assert stops == [signal.SIGUSR1] and not reserve.exists()
+    assert stops == [signal.SIGUSR1] and reserve.stat().st_size == FINAL_BYTES   # the rest: for Tune's last state
     header, rows = read(results)
     assert header == list(COLUMNS) and [r["trial_id"] for r in rows] == ["f1"] * 5 + ["f2"] * 5
     assert all(r["score"] not in ("", "nan") for r in rows)
     run = MlflowClient(store).search_runs([made.tracker.experiment_id], "tags.`xstilts.trial_key` = 'search:f2'")[0]
     assert run.info.status == "FINISHED"
+    # Tune's last save met the disk that the stopping trials filled again: its state file is cut short. Once the
+    # trials have stopped, the rest of the reserve is given up and the file written again from the staging folder.
+    staging, tune_folder = small_disk.parent / "staging", small_disk / "tune"
+    staging.mkdir()
+    tune_folder.mkdir()
+    state = json.dumps({"trial_data": [["x" * 1000, "y"]], "runner_data": {}})
+    (staging / "experiment_state-1.json").write_text(state)
+    (tune_folder / "experiment_state-1.json").write_text(state[:100])
+    stopped_trial = SimpleNamespace(storage=SimpleNamespace(experiment_driver_staging_path=str(staging),
+                                                            experiment_fs_path=str(tune_folder)))
     with pytest.raises(SystemExit) as stopped:
-        made.on_experiment_end([])
+        made.on_experiment_end([stopped_trial])
+    assert not reserve.exists() and (tune_folder / "experiment_state-1.json").read_text() == state
+    assert sorted(path.name for path in tune_folder.iterdir()) == ["experiment_state-1.json"]
     message = str(stopped.value)
     assert message.startswith(f"error: the disk of the storage path {small_disk} is full (") and "\n" not in message
     assert message.endswith("--resume") and "finished trials, results.csv and the sweep's state are kept" in message
