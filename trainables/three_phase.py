@@ -362,8 +362,9 @@ class _Reporter:
 
     def _maybe_fail(self, global_step: int) -> None:
         """Fault injection, once per cell (a marker file remembers): at `fail_at_step` rank 0 dies; at
-        `pause_at_step` rank 0 writes its node id into the marker and waits (up to 10 minutes) until a file named
-        `pause-released` appears in the storage folder, so that a test can kill the node under a running trial."""
+        `pause_at_step` rank 0 writes its node id and process id into the marker and waits (up to 10 minutes) until a
+        file named `pause-released` appears in the storage folder, so that a test can kill the node under a running
+        trial."""
         if self.rank != 0 or global_step not in (self.trial.fail_at_step, self.trial.pause_at_step):
             return
         storage = Path(self.trial.storage_path)
@@ -375,7 +376,9 @@ class _Reporter:
         if fail:
             marker.write_text("killed once\n")
             os._exit(1)
-        marker.write_text(ray.get_runtime_context().get_node_id())
+        written = marker.with_name(f".{marker.name}")   # renamed into place: a reader never sees half of it
+        written.write_text(f"{ray.get_runtime_context().get_node_id()} {os.getpid()}")
+        os.replace(written, marker)
         deadline = time.monotonic() + 600
         while not (storage / "pause-released").exists() and time.monotonic() < deadline:
             time.sleep(0.5)
