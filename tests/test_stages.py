@@ -45,13 +45,13 @@ def test_replicate_takes_each_cells_best_finished_point_and_fills_cells_without_
     assert replicate_configs(SMOKE, 1, CELLS, [result(tmp_path, cell, 50.0) for cell in CELLS]) == []
 
 
-def test_each_size_ladder_runs_its_largest_size_first():
+def test_the_largest_cells_run_first_and_each_ladder_in_descending_size():
     laptop = [cell.cell_id for cell in PRESETS["laptop"].cells()]
-    ordered = largest_first(laptop)
-    assert sorted(ordered) == sorted(laptop) and ordered[0] == "none"
-    assert ordered[1:5] == [f"english:en_paraphrase:random:{n}" for n in (8000, 4000, 2000, 1000)]
-    assert ordered[5:9] == [f"english:en_paraphrase:hard:{n}" for n in (8000, 4000, 2000, 1000)]
-    assert ordered[9:] == [f"multilingual:multi_paraphrase:random:{n}" for n in (1000, 500, 250)]
+    english, multilingual = "english:en_paraphrase", "multilingual:multi_paraphrase:random"
+    assert largest_first(laptop) == [
+        *[f"{english}:{tier}:{n}" for n in (8000, 4000, 2000) for tier in ("random", "hard")],
+        f"{english}:random:1000", f"{english}:hard:1000", f"{multilingual}:1000", f"{multilingual}:500",
+        f"{multilingual}:250", "none"]
     replicas = replicate_configs(SMOKE, 2, CELLS, [result(Path("."), cell, 50.0) for cell in CELLS])
     assert [r["cell"] for r in replicas] == largest_first(CELLS)
 
