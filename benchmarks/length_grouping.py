@@ -67,7 +67,8 @@ def main(argv=None) -> None:
             _, result = target_phase(copy.deepcopy(encoder), tokenizer, task, examples, cfg, device="cpu")
             seconds = time.perf_counter() - start
             rates[name].append(len(examples) / seconds)
-            print(f"  {name:<8} {len(examples) / seconds:7.1f} examples/s  real tokens {real_token_share(lengths, cfg):.2f}"
+            print(f"  {name:<8} {len(examples) / seconds:7.1f} examples/s  "
+                  f"real tokens {real_token_share(lengths, cfg):.2f}"
                   f"  last loss {result.losses[-1]:.3f}  ({seconds:.1f} s, load {os.getloadavg()[0]:.1f})", flush=True)
     ratio = statistics.median(rates["grouped"]) / statistics.median(rates["plain"])
     print(f"ratio grouped / plain (median examples/s): {ratio:.2f}")

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from analysis.answer import analyse
-from analysis.curves import FORMS, fit_one, fit_points, log_linear, m4, power_law, refit_many, robust_cost
+from analysis.curves import FORMS, fit_one, fit_points, m4, power_law, refit_many, robust_cost
 from analysis.read_results import prepare
 from analysis.synthetic import LADDER, TRUTH, power_law_score, synthetic_table
 from analysis.verdicts import number

@@ -66,7 +66,8 @@ def test_multi_xnli_is_xnli_validation_without_the_selection_rows():
     # 0 (3 rows of 15), in every language; the pool holds groups 1-4.
     for language in ("en", "de", "zh"):
         selection = load_examples("xnli", "validation", language)
-        assert [ex.text_a for ex in selection] == [f"[xnli {language} dev 0] The river near the north opened in 1900."] * 3
+        first = f"[xnli {language} dev 0] The river near the north opened in 1900."
+        assert [ex.text_a for ex in selection] == [first] * 3
     assert not any(ex.text_a.startswith("[xnli de dev 0]") for ex in german_pool)
     assert {ex.text_a.split("]")[0].rsplit(" ", 1)[1] for ex in pool} == {"1", "2", "3", "4"}
 

@@ -161,7 +161,8 @@ def chapter_splits() -> dict[tuple[int, int], str]:
     chapters = sorted({(b, c) for b, c, _ in canonical_verses("en")})
     splits = {}
     for genre in GENRES:
-        ranked = sorted((ch for ch in chapters if genre_of(ch[0]) == genre), key=lambda ch: stable_hash(f"{ch[0]}.{ch[1]}"))
+        ranked = sorted((ch for ch in chapters if genre_of(ch[0]) == genre),
+                        key=lambda ch: stable_hash(f"{ch[0]}.{ch[1]}"))
         n_val = max(1, round(SPLIT_FRACTIONS["validation"] * len(ranked)))
         n_test = max(1, round(SPLIT_FRACTIONS["test"] * len(ranked)))
         for i, chapter in enumerate(ranked):
