@@ -119,13 +119,16 @@ class TrackingCallback(Callback):
 
     def _log_progress_plots(self) -> None:
         """The curves so far, into the parent run's progress/ folder. They are a view, redrawn after every finished
-        trial, not a record: while MLflow is unreachable they are skipped, not buffered."""
+        trial, not a record: while MLflow is unreachable, or its artifacts' disk is full (which stops the sweep),
+        they are skipped, not buffered."""
         with tempfile.TemporaryDirectory() as folder:
             for path in plot_progress(self.results_path, Path(folder)):
                 try:
                     self.tracker.client.store.log_artifact(self.tracker.parent_id, str(path), "progress")
-                except Exception as error:   # noqa: BLE001 - sorted by unreachable()
-                    if not unreachable(error):
+                except Exception as error:   # noqa: BLE001 - sorted by is_full_disk() and unreachable()
+                    if is_full_disk(error):
+                        self.disk.stop()
+                    elif not unreachable(error):
                         raise
                     return
 

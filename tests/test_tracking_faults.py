@@ -301,6 +301,25 @@ def test_a_full_disk_stops_the_sweep_with_one_line_and_loses_no_row(store, small
     assert stops == [signal.SIGUSR1]
 
 
+def test_progress_plots_that_meet_a_full_disk_are_skipped_and_stop_the_sweep(store, small_disk, monkeypatch):
+    """The curves redrawn after a finished trial go to MLflow's artifacts beside the results: when the disk fills
+    just then, they are skipped (a view, not a record) and the sweep stops, without an error from the callback."""
+    stops = []
+    monkeypatch.setattr(signal, "getsignal", lambda number: stops.append if number == signal.SIGUSR1 else None)
+    monkeypatch.setattr(signal, "raise_signal", lambda number: stops.append(number))   # Tune's handler, standing in
+    made = callback(store, "full-disk-plots", small_disk / "results.csv")
+    finished = trial("p1", CONFIG, "1_c")
+    finished.update_last_result(METRICS)
+    made.on_trial_complete(0, [], finished)
+    client = MlflowClient(store)
+    assert [a.path for a in client.list_artifacts(made.tracker.parent_id, "progress")]   # drawn while there is room
+    assert stops == []
+
+    fill(small_disk)
+    made._log_progress_plots()
+    assert stops == [signal.SIGUSR1]
+
+
 def test_an_uncaught_full_disk_error_is_one_line(small_disk):
     """What a full disk breaks outside the callback (Optuna's study in the searcher, a state file written before
     Tune's loop) ends the driver with one line, not a traceback; other errors keep theirs."""
