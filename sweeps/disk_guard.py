@@ -109,15 +109,15 @@ class DiskGuard:
         experiment-level files (its experiment state, the searcher's, the tuner's) from the driver's staging folder
         into the stage's Tune folder again, each renamed into place (see the module's docstring)."""
         self.release()
-        if staging is None or tune_folder is None or not Path(staging).is_dir() or not Path(tune_folder).is_dir():
+        if staging is None or tune_folder is None or not staging.is_dir() or not tune_folder.is_dir():
             return
-        for source in Path(staging).iterdir():
+        for source in staging.iterdir():
             if not source.is_file():
                 continue
-            temporary = Path(tune_folder) / f".{source.name}.tmp"
+            temporary = tune_folder / f".{source.name}.tmp"
             try:
                 shutil.copyfile(source, temporary)
-                os.replace(temporary, Path(tune_folder) / source.name)
+                os.replace(temporary, tune_folder / source.name)
             except OSError:   # no room even now: the message still says what to do
                 temporary.unlink(missing_ok=True)
 
