@@ -114,8 +114,9 @@ def test_the_tracking_server_dies_mid_sweep_and_comes_back(tmp_path):
 
 @pytest.fixture
 def tmpfs(tmp_path):
-    """A 512 MiB tmpfs (a smoke sweep with English sizes 0,32 needs ~250 MB)."""
-    yield from mounted_tmpfs(tmp_path, "512m")
+    """A 1 GiB tmpfs (a smoke sweep with English sizes 0,32 peaks at ~450 MB: its two English trials start first,
+    side by side, each with a phase-2 cache and a ~185 MB checkpoint)."""
+    yield from mounted_tmpfs(tmp_path, "1g")
 
 
 @pytest.mark.slow
