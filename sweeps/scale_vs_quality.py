@@ -222,7 +222,7 @@ def main(argv=None) -> int:
     # resume command on stderr), else 3 when the analysis failed, else 0.
     from sweeps.stages import finish_sweep, run_sweep   # imports Ray Tune, Optuna and MLflow: only when needed
     # Ctrl-C stops the whole sweep. Tune's own SIGINT handler would end the stage quietly and the next one would
-    # start; without it, KeyboardInterrupt stops the driver as a crash would (Tune saves its state every second).
+    # start; sweeps/interrupt.py ends the stage as Tune's stop signal does and then raises KeyboardInterrupt.
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     try:
         outcome = run_sweep(preset, the_plan, experiment=experiment, experiment_dir=experiment_dir,

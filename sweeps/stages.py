@@ -26,6 +26,7 @@ from ray.tune.search.optuna import OptunaSearch
 from analysis.schema import OBJECTIVE
 from search_spaces.hyperparameters import default_point
 from search_spaces.presets import Preset
+from sweeps.interrupt import StopOnCtrlC
 from sweeps.progress import SweepProgress
 from sweeps.tracking import SweepTracker, artifact_location, cell_label, save_json
 from sweeps.tracking_callback import TrackingCallback
@@ -84,6 +85,12 @@ class SweepOptunaSearch(OptunaSearch):
         ot_trial = self._ot_trials.get(trial_id)
         if ot_trial is None or trial_id in self._completed_trials:
             return   # a rerun of a trial the study already closed: record_reruns adds it after the stage
+        closed = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
+        if ot_trial.number in {t.number for t in self._ot_study.get_trials(deepcopy=False, states=closed)}:
+            # The study was told before the driver died and Tune's saved state (up to a second old) has the trial
+            # still running, so --resume ran it again: the study keeps what it was told first.
+            self._completed_trials.add(trial_id)
+            return
         value = (result or {}).get(self.metric)
         finished = (not error and (result or {}).get("trial_complete") == 1 and isinstance(value, (int, float))
                     and math.isfinite(value))
@@ -174,7 +181,8 @@ def run_sweep(preset: Preset, plan: dict, *, experiment: str, experiment_dir: Pa
     # A resumed sweep restores each stage it reached, so that trials that failed there run again.
     search = _tuner("search", experiment_dir, resume, callbacks("search", 0), constants,
                     lambda: _search_config(preset, plan, cells, experiment, experiment_dir))
-    search_results = search.fit()
+    with StopOnCtrlC():
+        search_results = search.fit()
     record_reruns(optuna_study(experiment, experiment_dir), optuna_space(preset, cells), search_results)
     if state["stage"] == "search":
         state["stage"] = "replicate"
@@ -185,7 +193,8 @@ def run_sweep(preset: Preset, plan: dict, *, experiment: str, experiment_dir: Pa
         # BasicVariantGenerator fills points_to_evaluate into keys the param_space already has.
         replicate = _tuner("replicate", experiment_dir, resume, callbacks("replicate", plan["num_samples"]),
                            {**constants, **(replicas or [{}])[0]}, lambda: _replicate_config(replicas, plan))
-        replicate.fit()
+        with StopOnCtrlC():
+            replicate.fit()
     state["stage"] = "done"
     save_json(state_path, state)
     orphans = tracker.mark_orphans()

@@ -96,6 +96,21 @@ def test_the_study_records_complete_pruned_and_failed_trials(searcher):
     assert study.best_trial.user_attrs["tune_trial_id"] == "t3"
 
 
+def test_a_trial_the_study_closed_before_a_crash_is_not_told_again(searcher, tmp_path):
+    """The driver died after telling the study t1 finished but before Tune saved that: --resume restores the searcher
+    from the older state, runs t1 again, and its end must neither raise nor change what the study holds."""
+    made, storage = searcher
+    made.suggest("t1")
+    made.save(str(tmp_path / "searcher.pkl"))                             # Tune's last save: t1 still running
+    made.on_trial_complete("t1", {"objective": 52.5, "trial_complete": 1})
+    restored = SweepOptunaSearch(space=optuna_space(SMOKE, CELLS), metric="objective", mode="max")
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    restored.on_trial_complete("t1", {"objective": 50.0, "trial_complete": 1})
+    restored.on_trial_complete("t1", error=True)
+    study = optuna.load_study(study_name="s-search", storage=storage)
+    assert [(t.state.name, t.value) for t in study.trials if t.state.is_finished()] == [("COMPLETE", 52.5)]
+
+
 def test_optuna_dashboard_reads_the_study(searcher):
     dashboard = pytest.importorskip("optuna_dashboard")
     made, storage = searcher

@@ -246,24 +246,29 @@ def test_smoke_sweep_killed_and_resumed(tmp_path):
 def test_ctrl_c_stops_the_sweep_and_resume_finishes_it(tmp_path):
     """SIGINT mid-search: the driver stops (no replicate stage, no analysis), exits 130 with the resume command,
     and --resume finishes the sweep without running a finished trial again. While it runs, a second driver on the
-    same experiment is refused."""
+    same experiment is refused.
+
+    Ctrl-C comes as soon as a trial has its row in results.csv: the moment when the study and the tracking callback
+    know the trial finished and Tune's saved state (every second) may not yet (sweeps/interrupt.py)."""
     storage, experiment = tmp_path / "store", "smoke-ctrl-c"
     experiment_dir = storage / experiment
     args = ["--preset", "smoke", "--storage-path", str(storage), "--experiment", experiment]
     driver = subprocess.Popen(SWEEP + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               start_new_session=True)
     deadline = time.time() + 600
-    while not finished_trials(experiment_dir) and time.time() < deadline and driver.poll() is None:
-        time.sleep(1)
-    assert driver.poll() is None, "the sweep should still be running"
+    while not (experiment_dir / "sweep_state.json").exists() and time.time() < deadline and driver.poll() is None:
+        time.sleep(0.5)
     # a second driver on the running experiment is refused, with or without --resume (sweeps/driver_lock.py)
     for extra in ((), ("--resume",)):
         one_line_error(sweep(*args, *extra), f"another driver (pid {driver.pid} on", "is running sweep smoke-ctrl-c")
-    time.sleep(3)
+    while not finished_trials(experiment_dir) and time.time() < deadline and driver.poll() is None:
+        time.sleep(0.1)
+    assert driver.poll() is None, "the sweep should still be running"
     os.kill(driver.pid, signal.SIGINT)             # Ctrl-C reaches the driver
     output, _ = driver.communicate(timeout=300)
     assert driver.returncode == 130, output[-3000:]
     assert "interrupted; finished trials are kept" in output and "--resume" in output
+    assert "Tuner.restore" not in output   # the sweep's own resume command, not Tune's API
     assert json.loads((experiment_dir / "sweep_state.json").read_text())["stage"] == "search"
     assert not (experiment_dir / "tune" / "replicate").exists() and not (experiment_dir / "analysis").exists()
     before = finished_trials(experiment_dir)
