@@ -4,7 +4,7 @@ With `ladder: shared`, phase 2 starts from its size ladder's trunk snapshot wher
 
 `run_trial(config)` is the Ray Tune function trainable. It starts a `TorchTrainer` (workers and GPUs from the
 config; DDP when there is more than one worker) whose workers run `trial_loop`, and forwards every
-`ray.train.report` to Tune through `TuneReportCallback`. The trainer is named after the Tune trial and stored
+`ray.train.report` to Tune (trainables/tune_reports.py). The trainer is named after the Tune trial and stored
 under the sweep's storage, so a trial that Tune restarts (driver crash + `--resume`) picks up its own last
 checkpoint, and a worker that dies is restarted by Ray Train from the last checkpoint (FailureConfig).
 
@@ -42,7 +42,6 @@ import ray.train.torch
 import ray.tune
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
-from ray.tune.integration.ray_train import TuneReportCallback
 from analysis.schema import COUNT_PREFIX, TEST_PREFIX, TRUNCATED_PREFIX, VALIDATION_PREFIX, metric_key
 from search_spaces.axes import DataCell
 from trainables.ladder import discard_own_branch, phase2_ladder_kwargs
@@ -54,6 +53,7 @@ from trainables.precision import resolve_precision
 from trainables.tasks import evaluated_languages, get_task, load_examples
 from trainables.formats import TaskModel, format_of
 from trainables.trial_config import TrialConfig
+from trainables.tune_reports import fit_reporting_to_tune
 from trainables.training import rank0_value
 
 STATE_FILE = "trial_state.pt"
@@ -76,7 +76,8 @@ def trial_env() -> dict:
 def run_trial(config: dict) -> None:
     """The Tune function trainable: one TorchTrainer run per trial."""
     trial_id = ray.tune.get_context().get_trial_id()
-    build_trainer(config, name=train_run_name(trial_id, config), callbacks=[TuneReportCallback()]).fit()
+    fit_reporting_to_tune(lambda callbacks: build_trainer(config, name=train_run_name(trial_id, config),
+                                                          callbacks=callbacks))
 
 
 def train_run_name(trial_id: str, config: dict) -> str:
